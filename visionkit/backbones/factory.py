@@ -1,0 +1,111 @@
+"""``create_backbone``: any timm model by name, any open_clip model as ``open_clip:<name>``.
+
+Nothing is downloaded unless ``pretrained=True``; local weights come in through
+``checkpoint_path`` (safetensors or ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from visionkit.core.weights import load_weights
+
+OPEN_CLIP_PREFIX = "open_clip:"
+
+
+class BackboneError(ValueError):
+    """A backbone name, option or weight source that cannot be used."""
+
+
+def _offline_error(name: str, err: Exception) -> BackboneError:
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return BackboneError(
+        f"backbone '{name}': pretrained=True could not fetch weights ({first[:160]}). "
+        "Without network, download the weights elsewhere and pass checkpoint_path=<file>"
+    )
+
+
+def _create_timm(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
+        hint = f"; similar names: {close}" if close else ""
+        raise BackboneError(f"backbone '{name}' is not a timm model name (see timm.list_models()){hint}")
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, ConnectionError, TimeoutError) as err:
+        if pretrained:
+            raise _offline_error(name, err) from err
+        raise
+    except TypeError as err:
+        raise BackboneError(f"backbone '{name}': invalid backbone_kwargs {sorted(kwargs)} ({err})") from err
+
+
+def _create_open_clip(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    import open_clip
+
+    arch, _, tag = spec.partition("/")
+    if arch not in open_clip.list_models():
+        raise BackboneError(
+            f"backbone '{OPEN_CLIP_PREFIX}{spec}': '{arch}' is not an open_clip model name (see open_clip.list_models())"
+        )
+    if pretrained and not tag:
+        tags = [t for a, t in open_clip.list_pretrained() if a == arch]
+        raise BackboneError(
+            f"backbone '{OPEN_CLIP_PREFIX}{spec}': pretrained=True needs a tag, e.g. '{OPEN_CLIP_PREFIX}{arch}/<tag>' with one of {tags}"
+        )
+    try:
+        return open_clip.create_model(arch, pretrained=tag if pretrained else None, **kwargs)
+    except RuntimeError as err:
+        if pretrained and "download" in str(err).lower():
+            raise _offline_error(OPEN_CLIP_PREFIX + spec, err) from err
+        raise
+
+
+def create_backbone(
+    name: str,
+    pretrained: bool = False,
+    checkpoint_path: str | None = None,
+    skip_mismatched: tuple[str, ...] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a backbone by name.
+
+    Args:
+        name: a timm model name (``"resnet18"``, ``"vit_small_patch16_224"``, ``"test_vit"``) or
+            ``"open_clip:<arch>[/<pretrained tag>]"``.
+        pretrained: fetch the published weights from the hub (needs network). Default ``False``.
+        checkpoint_path: a local ``.safetensors``/``.pth`` file loaded after construction.
+        skip_mismatched: state-dict key prefixes that may be absent from the file or differ in
+            shape; default: the timm classifier, so a head for another number of classes is
+            freshly initialised.
+        **kwargs: architecture arguments for ``timm.create_model`` / ``open_clip.create_model``
+            (``num_classes``, ``in_chans``, ``img_size``, ``patch_size``, ...).
+
+    Raises:
+        BackboneError: unknown name, bad kwargs, or pretrained weights that cannot be fetched.
+        visionkit.core.weights.WeightsError: the checkpoint is unreadable or does not fit.
+    """
+    if pretrained and checkpoint_path:
+        raise BackboneError(f"backbone '{name}': give either pretrained=True or checkpoint_path, not both")
+    if name.startswith(OPEN_CLIP_PREFIX):
+        model = _create_open_clip(name[len(OPEN_CLIP_PREFIX):], pretrained, **kwargs)
+    else:
+        model = _create_timm(name, pretrained, **kwargs)
+    if checkpoint_path:
+        if skip_mismatched is None:
+            skip_mismatched = classifier_prefixes(model)
+        load_weights(model, checkpoint_path, skip_mismatched=skip_mismatched)
+    return model
+
+
+def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of a timm model's classifier (``("fc.",)``, ``("head.fc.",)``, ...)."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    names = cfg.get("classifier", ())
+    if isinstance(names, str):
+        names = (names,)
+    return tuple(f"{n}." for n in names)

@@ -1,0 +1,6 @@
+"""Lightning callbacks shared by every task."""
+
+from visionkit.callbacks.images import ImageLogger
+from visionkit.callbacks.params import ParameterReport
+
+__all__ = ["ImageLogger", "ParameterReport"]

@@ -1,0 +1,1 @@
+"""Shared machinery: the base task, trainer defaults, parameter groups and safe weight loading."""

@@ -1,0 +1,91 @@
+"""``VisionDataModule``: explicit arguments, seeded splits and epoch-seeded shuffling."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, DistributedSampler
+
+from visionkit.data.datasets.base import VisionDataset
+from visionkit.data.samplers import EpochSeededSampler
+
+SPLITS = ("train", "val", "test")
+
+
+class VisionDataModule(pl.LightningDataModule, ABC):
+    """Base datamodule. Subclasses set ``num_classes``, ``in_channels`` and ``image_size`` in
+    ``__init__`` (the CLI links them into the task before ``setup`` runs) and implement
+    :meth:`build_dataset`.
+
+    Args:
+        batch_size: samples per batch (per device).
+        num_workers: DataLoader worker processes.
+        image_size: image side in pixels.
+        seed: seed of the split and of the per-epoch shuffle order.
+    """
+
+    num_classes: int
+    in_channels: int = 3
+    #: ``"multiclass"`` (one label per image) or ``"multilabel"`` (multi-hot labels).
+    task: str = "multiclass"
+
+    def __init__(self, batch_size: int = 32, num_workers: int = 0, image_size: int = 32, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.batch_size, self.num_workers, self.image_size, self.seed = batch_size, num_workers, image_size, seed
+        self.datasets: dict[str, VisionDataset] = {}
+
+    @abstractmethod
+    def build_dataset(self, split: str) -> VisionDataset:
+        """The dataset of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
+
+    def dataset(self, split: str) -> VisionDataset:
+        """The (cached) dataset of ``split``."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
+        if split not in self.datasets:
+            self.datasets[split] = self.build_dataset(split)
+        return self.datasets[split]
+
+    def setup(self, stage: str) -> None:
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in needed.get(stage, SPLITS):
+            self.dataset(split)
+
+    def _loader(self, split: str, sampler: Any = None) -> DataLoader:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.dataset("train")
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            sampler = DistributedSampler(
+                data, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=True, seed=self.seed
+            )
+        else:
+            sampler = EpochSeededSampler(len(data), self.seed)
+        return self._loader("train", sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def plot(self, sample: dict[str, Any], prediction: Any = None):
+        """Draw a sample with the train dataset's ``plot``; returns a matplotlib Figure."""
+        return self.dataset("train").plot(sample, prediction)

@@ -1,0 +1,49 @@
+"""``DigitsDataModule``: scikit-learn's digits, split by a seeded permutation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from visionkit.data.datamodules.base import VisionDataModule
+from visionkit.data.datasets.digits import Digits
+
+NUM_DIGITS = 1797
+
+
+class DigitsDataModule(VisionDataModule):
+    """10-class handwritten digits, upsampled from 8x8.
+
+    Args:
+        num_train, num_val, num_test: split sizes (at most 1797 together).
+        channels: 1 (grey) or 3 (grey repeated for RGB backbones).
+        batch_size, num_workers, image_size, seed: see :class:`VisionDataModule`.
+    """
+
+    def __init__(
+        self,
+        num_train: int = 1200,
+        num_val: int = 300,
+        num_test: int = 297,
+        channels: int = 3,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        image_size: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, image_size, seed)
+        if min(num_train, num_val, num_test) < 1 or num_train + num_val + num_test > NUM_DIGITS:
+            raise ValueError(
+                f"split sizes ({num_train}, {num_val}, {num_test}) must be positive and sum to at most {NUM_DIGITS}"
+            )
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.num_classes, self.in_channels = 10, channels
+        order = np.random.default_rng(seed).permutation(NUM_DIGITS)
+        self.split_indices = {
+            "train": order[:num_train],
+            "val": order[num_train : num_train + num_val],
+            "test": order[num_train + num_val : num_train + num_val + num_test],
+        }
+
+    def build_dataset(self, split: str) -> Digits:
+        return Digits(self.split_indices[split], self.image_size, self.in_channels)

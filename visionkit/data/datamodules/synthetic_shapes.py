@@ -1,0 +1,84 @@
+"""Datamodules for the generated shapes datasets (train, val and test draw disjoint seed streams)."""
+
+from __future__ import annotations
+
+from visionkit.data.datamodules.base import VisionDataModule
+from visionkit.data.datasets.synthetic_shapes import SyntheticMultiShapes, SyntheticShapes
+
+#: Offsets that keep the splits' per-index random streams apart.
+SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
+
+
+class SyntheticShapesDataModule(VisionDataModule):
+    """One coloured shape per image; label = shape class, ``mask`` = the object's pixels.
+
+    Args:
+        num_classes: number of shape classes (2 to 8).
+        num_train, num_val, num_test: split sizes.
+        min_scale, max_scale: object half-size as a fraction of the image side.
+        batch_size, num_workers, image_size, seed: see :class:`VisionDataModule`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 4,
+        num_train: int = 2000,
+        num_val: int = 500,
+        num_test: int = 500,
+        min_scale: float = 0.2,
+        max_scale: float = 0.38,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        image_size: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, image_size, seed)
+        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
+            if value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        self.num_classes = num_classes
+        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.min_scale, self.max_scale = min_scale, max_scale
+        self.build_dataset("val")  # validates the arguments now, not at setup time
+
+    def build_dataset(self, split: str) -> SyntheticShapes:
+        return SyntheticShapes(
+            self.sizes[split], self.image_size, self.num_classes, self.seed + SPLIT_SEED_OFFSET[split],
+            self.min_scale, self.max_scale,
+        )
+
+
+class SyntheticMultiShapesDataModule(SyntheticShapesDataModule):
+    """Several shapes per image: multi-hot ``label`` and a per-pixel class ``mask`` (0 = background).
+
+    Args:
+        max_objects: at most this many shapes (of distinct classes) per image.
+        others: see :class:`SyntheticShapesDataModule`.
+    """
+
+    task = "multilabel"
+
+    def __init__(
+        self,
+        num_classes: int = 4,
+        num_train: int = 2000,
+        num_val: int = 500,
+        num_test: int = 500,
+        min_scale: float = 0.12,
+        max_scale: float = 0.22,
+        max_objects: int = 3,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        image_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        self.max_objects = max_objects
+        super().__init__(
+            num_classes, num_train, num_val, num_test, min_scale, max_scale, batch_size, num_workers, image_size, seed
+        )
+
+    def build_dataset(self, split: str) -> SyntheticMultiShapes:
+        return SyntheticMultiShapes(
+            self.sizes[split], self.image_size, self.num_classes, self.seed + SPLIT_SEED_OFFSET[split],
+            self.min_scale, self.max_scale, self.max_objects,
+        )

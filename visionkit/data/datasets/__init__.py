@@ -1,0 +1,8 @@
+"""Datasets: one module each, every item a dict (``image`` float CHW in [0, 1], ``label``, optional ``mask``)."""
+
+from visionkit.data.datasets.base import VisionDataset
+from visionkit.data.datasets.digits import Digits
+from visionkit.data.datasets.image_folder import ImageFolder
+from visionkit.data.datasets.synthetic_shapes import SHAPES, SyntheticMultiShapes, SyntheticShapes
+
+__all__ = ["SHAPES", "Digits", "ImageFolder", "SyntheticMultiShapes", "SyntheticShapes", "VisionDataset"]

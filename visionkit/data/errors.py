@@ -1,0 +1,29 @@
+"""Data errors with messages that name the input and say what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset root is missing or holds no usable files.
+
+    Args:
+        name: dataset name.
+        root: the path that was searched.
+        layout: the expected folder layout, in one line.
+        reason: what was wrong (``"does not exist"``, ``"holds no images"``, ...).
+    """
+
+    def __init__(self, name: str, root: str | Path, layout: str, reason: str = "does not exist") -> None:
+        self.root = Path(root)
+        super().__init__(f"{name} root '{root}' {reason}; expected layout: {layout}")
+
+
+class ImageReadError(OSError):
+    """An image file that cannot be decoded."""
+
+    def __init__(self, path: str | Path, err: Exception) -> None:
+        self.path = Path(path)
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        super().__init__(f"unreadable image '{path}': {first}")

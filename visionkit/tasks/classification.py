@@ -1,0 +1,102 @@
+"""``ClassificationTask``: fine-tune a timm backbone in full, as a linear probe, or with LoRA."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from visionkit.backbones.factory import classifier_prefixes, create_backbone
+from visionkit.core.task import VisionTask
+from visionkit.tuners import BaseTuner, LoRATuner
+from visionkit.utils.viz import annotate
+
+
+class ClassificationTask(VisionTask):
+    """Image classification with a timm backbone; the baseline for every method.
+
+    Args:
+        backbone: timm model name (``test_resnet``, ``resnet18``, ``vit_small_patch16_224``, ...).
+        backbone_kwargs: extra ``timm.create_model`` arguments (``img_size``, ``patch_size``, ...).
+        pretrained: fetch hub weights (needs network); prefer ``checkpoint_path`` offline.
+        checkpoint_path: local ``.safetensors``/``.pth`` weights; a classifier of another size is re-initialised.
+        num_classes: number of classes (linked from the datamodule by the CLI).
+        in_channels: input channels (linked from the datamodule).
+        finetune: ``"full"`` (every weight), ``"linear"`` (frozen backbone and BatchNorm
+            statistics, trained classifier) or ``"lora"`` (peft LoRA adapters + classifier).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scale numerator.
+        lora_targets: module names to adapt; default: ``qkv`` of ViTs, else every Linear/Conv2d.
+        label_smoothing: cross-entropy label smoothing.
+        lr, weight_decay, optimizer, momentum, scheduler, warmup_epochs: see :class:`VisionTask`.
+    """
+
+    monitor = "val_acc"
+    mode = "max"
+
+    def __init__(
+        self,
+        backbone: str = "test_resnet",
+        backbone_kwargs: dict[str, Any] | None = None,
+        pretrained: bool = False,
+        checkpoint_path: str | None = None,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        finetune: Literal["full", "linear", "lora"] = "full",
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
+        lora_targets: list[str] | None = None,
+        label_smoothing: float = 0.0,
+        lr: float = 1.0e-3,
+        weight_decay: float = 0.05,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        momentum: float = 0.9,
+        scheduler: Literal["cosine", "none"] = "cosine",
+        warmup_epochs: float = 1.0,
+    ) -> None:
+        if finetune not in ("full", "linear", "lora"):
+            raise ValueError(f"finetune must be 'full', 'linear' or 'lora', got '{finetune}'")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        super().__init__(lr, weight_decay, optimizer, momentum, scheduler, warmup_epochs)
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        kwargs = dict(hp.backbone_kwargs or {})
+        net = create_backbone(
+            hp.backbone,
+            pretrained=hp.pretrained,
+            checkpoint_path=hp.checkpoint_path,
+            num_classes=hp.num_classes,
+            in_chans=hp.in_channels,
+            **kwargs,
+        )
+        head = classifier_prefixes(net)
+        if hp.finetune == "linear":
+            self.model = BaseTuner(net, trainable=head)
+        elif hp.finetune == "lora":
+            self.model = LoRATuner(net, r=hp.lora_r, alpha=hp.lora_alpha, targets=hp.lora_targets, trainable=head)
+        else:
+            self.model = net
+
+    def configure_metrics(self) -> None:
+        self.metrics = MetricCollection({"acc": MulticlassAccuracy(self.hparams.num_classes, average="micro")})
+
+    def compute_loss(self, batch: dict[str, Any], stage: str) -> dict[str, Tensor]:
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
+        return {"loss": loss, "preds": logits, "target": batch["label"]}
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self(batch["image"]).softmax(-1)
+
+    def visualize(self, batch: dict[str, Any], outputs: dict[str, Tensor] | None) -> dict[str, Tensor]:
+        images = super().visualize(batch, outputs)["input"]
+        logits = outputs["preds"] if outputs and "preds" in outputs else self(batch["image"])
+        pred = logits.argmax(-1)
+        correct = pred == batch["label"] if "label" in batch else torch.ones_like(pred, dtype=torch.bool)
+        return {"predictions": annotate(images, [f"pred {int(p)}" for p in pred], correct)}

@@ -1,0 +1,1 @@
+"""Small helpers: image grids and annotations for the PNG panels."""
