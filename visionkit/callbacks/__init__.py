@@ -1,6 +1,7 @@
 """Lightning callbacks shared by every task."""
 
 from visionkit.callbacks.images import ImageLogger
+from visionkit.callbacks.memory import ActivationMemory
 from visionkit.callbacks.params import ParameterReport
 
-__all__ = ["ImageLogger", "ParameterReport"]
+__all__ = ["ActivationMemory", "ImageLogger", "ParameterReport"]
