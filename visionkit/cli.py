@@ -71,16 +71,36 @@ def _build_cli_class() -> type:
         def instantiate_classes(self) -> None:
             try:
                 super().instantiate_classes()
-            except (ValueError, TypeError) as err:
-                if isinstance(err, _user_errors()):
-                    raise
-                raise ConfigValueError(str(err)) from err
+            except (ValueError, TypeError, OSError) as err:
+                root = _root_cause(err)
+                if isinstance(root, _user_errors()):
+                    raise root from err
+                if isinstance(root, (ValueError, TypeError)):
+                    raise ConfigValueError(str(root)) from err
+                raise
 
     return VisionKitCLI
 
 
 class ConfigValueError(ValueError):
     """A configured value that a task, datamodule or callback rejected while being built."""
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The outermost visionkit error in a chain, else the innermost exception.
+
+    jsonargparse wraps errors raised by ``__init__`` in its own "Does not validate" message.
+    """
+    seen = set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, _user_errors()):
+            return err
+        nxt = err.__cause__ or err.__context__
+        if nxt is None:
+            break
+        err = nxt
+    return err
 
 
 def _pin_logger_version(loggers: Any, default_name: str) -> None:

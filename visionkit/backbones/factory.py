@@ -27,7 +27,13 @@ def _offline_error(name: str, err: Exception) -> BackboneError:
     )
 
 
-def _create_timm(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+def _takes_img_size(model: nn.Module) -> bool:
+    import inspect
+
+    return "img_size" in inspect.signature(type(model).__init__).parameters
+
+
+def _create_timm(name: str, pretrained: bool, image_size: int | None = None, **kwargs: Any) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
@@ -35,7 +41,11 @@ def _create_timm(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
         hint = f"; similar names: {close}" if close else ""
         raise BackboneError(f"backbone '{name}' is not a timm model name (see timm.list_models()){hint}")
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (0, 0, 0))[-1]
+        if image_size and "img_size" not in kwargs and size != image_size and _takes_img_size(model):
+            model = timm.create_model(name, pretrained=pretrained, img_size=image_size, **kwargs)
+        return model
     except (OSError, ConnectionError, TimeoutError) as err:
         if pretrained:
             raise _offline_error(name, err) from err
@@ -70,6 +80,7 @@ def create_backbone(
     pretrained: bool = False,
     checkpoint_path: str | None = None,
     skip_mismatched: tuple[str, ...] | None = None,
+    image_size: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a backbone by name.
@@ -82,6 +93,8 @@ def create_backbone(
         skip_mismatched: state-dict key prefixes that may be absent from the file or differ in
             shape; default: the timm classifier, so a head for another number of classes is
             freshly initialised.
+        image_size: input side in pixels; passed as ``img_size`` to timm models that take one
+            (ViTs and relatives) unless ``kwargs`` already set it. CNNs ignore it.
         **kwargs: architecture arguments for ``timm.create_model`` / ``open_clip.create_model``
             (``num_classes``, ``in_chans``, ``img_size``, ``patch_size``, ...).
 
@@ -94,7 +107,7 @@ def create_backbone(
     if name.startswith(OPEN_CLIP_PREFIX):
         model = _create_open_clip(name[len(OPEN_CLIP_PREFIX):], pretrained, **kwargs)
     else:
-        model = _create_timm(name, pretrained, **kwargs)
+        model = _create_timm(name, pretrained, image_size, **kwargs)
     if checkpoint_path:
         if skip_mismatched is None:
             skip_mismatched = classifier_prefixes(model)

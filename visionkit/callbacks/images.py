@@ -53,11 +53,15 @@ class ImageLogger(pl.Callback):
             return None
         return Path(trainer.log_dir)
 
-    @rank_zero_only
     def _render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, outputs: Any, stage: str) -> None:
-        log_dir = self._log_dir(trainer)
-        if log_dir is None or not hasattr(pl_module, "visualize"):
-            return
+        log_dir = self._log_dir(trainer)  # a collective under DDP: every rank must ask
+        if log_dir is not None and hasattr(pl_module, "visualize"):
+            self._save(trainer, pl_module, batch, outputs, stage, log_dir)
+
+    @rank_zero_only
+    def _save(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, outputs: Any, stage: str, log_dir: Path
+    ) -> None:
         batch = _take(batch, self.num_samples)
         outputs = _take(outputs, self.num_samples) if isinstance(outputs, dict) else None
         with torch.no_grad():

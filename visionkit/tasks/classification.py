@@ -26,6 +26,7 @@ class ClassificationTask(VisionTask):
         checkpoint_path: local ``.safetensors``/``.pth`` weights; a classifier of another size is re-initialised.
         num_classes: number of classes (linked from the datamodule by the CLI).
         in_channels: input channels (linked from the datamodule).
+        image_size: input side in pixels (linked from the datamodule); sets ``img_size`` of ViTs.
         finetune: ``"full"`` (every weight), ``"linear"`` (frozen backbone and BatchNorm
             statistics, trained classifier) or ``"lora"`` (peft LoRA adapters + classifier).
         lora_r: LoRA rank.
@@ -46,6 +47,7 @@ class ClassificationTask(VisionTask):
         checkpoint_path: str | None = None,
         num_classes: int = 10,
         in_channels: int = 3,
+        image_size: int | None = None,
         finetune: Literal["full", "linear", "lora"] = "full",
         lora_r: int = 8,
         lora_alpha: float = 16.0,
@@ -73,6 +75,7 @@ class ClassificationTask(VisionTask):
             checkpoint_path=hp.checkpoint_path,
             num_classes=hp.num_classes,
             in_chans=hp.in_channels,
+            image_size=hp.image_size,
             **kwargs,
         )
         head = classifier_prefixes(net)
