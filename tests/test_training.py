@@ -109,3 +109,20 @@ def test_ddp_two_processes_on_cpu(tmp_path: Path) -> None:
     assert [int(r["epoch"]) for r in val_rows] == [0, 1], "validation metrics must be logged once per epoch"
     # 96 samples / 2 ranks / batch 16 = 3 steps per epoch
     assert max(int(r["step"]) for r in rows) == 5
+
+
+def test_build_trainer_uses_the_same_defaults(tmp_path: Path) -> None:
+    from visionkit.core.trainer import build_trainer
+    from visionkit.data.datamodules import SyntheticShapesDataModule
+    from visionkit.tasks import ClassificationTask
+
+    trainer = build_trainer(
+        name="demo", monitor="val_acc", mode="max", max_epochs=1, limit_train_batches=2, limit_val_batches=1,
+        enable_progress_bar=False, accelerator="cpu",
+    )
+    task = ClassificationTask(backbone="test_resnet", num_classes=4)
+    trainer.fit(task, SyntheticShapesDataModule(num_train=32, num_val=16, num_test=16, batch_size=8))
+    assert Path(trainer.log_dir) == Path("logs/demo/version_0")
+    assert trainer.checkpoint_callback.monitor == "val_acc"
+    assert "val_acc" in read_metrics(trainer.log_dir)[0]
+    assert list(Path(trainer.log_dir).glob("events.out.tfevents.*"))

@@ -68,6 +68,13 @@ def _build_cli_class() -> type:
                 config.trainer[key] = value
             _pin_logger_version(config.trainer.logger, task_cls.__name__)
 
+        def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+            from lightning.pytorch.callbacks import ProgressBar
+
+            if config.get("enable_progress_bar") is False:  # the always-on Rich bar must not clash
+                callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+            return super()._instantiate_trainer(config, callbacks)
+
         def instantiate_classes(self) -> None:
             try:
                 super().instantiate_classes()

@@ -116,7 +116,11 @@ def build_trainer(
     for cfg in logger_configs(save_dir, name):
         cfg["init_args"]["version"] = version
         loggers.append(instantiate(cfg))
-    callbacks = [instantiate(cfg) for cfg in callback_configs().values()]
+    callbacks = [
+        instantiate(cfg)
+        for key, cfg in callback_configs().items()
+        if key != "progress_bar" or overrides.get("enable_progress_bar", True)
+    ]
     callbacks.append(ModelCheckpoint(**checkpoint_kwargs(monitor, mode)))
     kwargs["logger"] = loggers
     kwargs["callbacks"] = callbacks

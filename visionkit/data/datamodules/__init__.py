@@ -3,7 +3,10 @@
 from visionkit.data.datamodules.base import VisionDataModule
 from visionkit.data.datamodules.digits import DigitsDataModule
 from visionkit.data.datamodules.image_folder import ImageFolderDataModule
-from visionkit.data.datamodules.synthetic_shapes import SyntheticMultiShapesDataModule, SyntheticShapesDataModule
+from visionkit.data.datamodules.synthetic_shapes import (
+    SyntheticMultiShapesDataModule,
+    SyntheticShapesDataModule,
+)
 
 __all__ = [
     "DigitsDataModule",
