@@ -296,3 +296,27 @@ def test_open_clip_text_tower(clip):
         get_intermediates(clip, text, tower="text", output_fmt="NCHW")
     with pytest.raises(ValueError, match=r"layer index 3 is out of range .* \(valid: -3\.\.2\)"):
         get_intermediates(clip, text, tower="text", indices=[3])
+
+
+def test_open_clip_custom_text_and_bare_text_tower():
+    pytest.importorskip("open_clip")
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg, CustomTextCLIP
+    from open_clip.transformer import TextTransformer
+
+    vision = CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=8, image_size=32)
+    text_cfg = CLIPTextCfg(context_length=12, vocab_size=64, width=32, heads=2, layers=3)
+    model = CustomTextCLIP(embed_dim=16, vision_cfg=vision, text_cfg=text_cfg).eval()
+    text = torch.randint(1, 63, (2, 12))
+    out = get_intermediates(model, text, tower="text", indices=[0, -1], stop_early=True)
+    assert out.indices == [0, 2] and torch.allclose(out.final, model.encode_text(text), atol=1e-6)
+    early = get_intermediates(model, text, tower="text", indices=[0], stop_early=True)
+    assert early.final is None and torch.equal(early.features[0], out.features[0])
+
+    # CoCa-style tower: a class token appended at the end of the sequence is returned as the "prefix"
+    tower = TextTransformer(context_length=12, vocab_size=64, width=32, heads=2, layers=2, embed_cls=True, output_dim=16)
+    tower.eval()
+    res = get_intermediates(tower, text)  # tower=None: a bare text tower is recognised
+    assert res.num_levels == 2 and res.features[0].shape == (2, 12, 32) and res.prefix[0].shape == (2, 1, 32)
+    assert torch.allclose(res.final, tower(text), atol=1e-6)
+    with pytest.raises(ValueError, match="text tower; use tower='text'"):
+        get_intermediates(tower, text, tower="image")

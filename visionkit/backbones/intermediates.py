@@ -181,13 +181,30 @@ def _open_clip_levels(model: nn.Module, tower: str) -> int:
     return 5  # ModifiedResNet: stem + 4 stages
 
 
-def num_levels(model: nn.Module, tower: Literal["image", "text"] = "image", modules: Sequence[str] | None = None) -> int:
+def _is_text_tower(model: nn.Module) -> bool:
+    """An open_clip ``TextTransformer`` on its own (no image tower)."""
+    return _is_open_clip(model) and not hasattr(model, "visual") and hasattr(model, "token_embedding")
+
+
+def _resolve_tower(model: nn.Module, tower: str | None) -> str:
+    if tower is None:
+        return "text" if _is_text_tower(model) else "image"
+    if tower not in ("image", "text"):
+        raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")
+    if tower == "image" and _is_text_tower(model):
+        raise ValueError(f"{_describe(model)} is an open_clip text tower; use tower='text' (or leave it None)")
+    return tower
+
+
+def num_levels(
+    model: nn.Module, tower: Literal["image", "text"] | None = None, modules: Sequence[str] | None = None
+) -> int:
     """How many levels :func:`get_intermediates` can return for ``model``."""
     model = _unwrap(model)
     if modules is not None:
         return len(modules)
     if _is_open_clip(model):
-        return _open_clip_levels(model, tower)
+        return _open_clip_levels(model, _resolve_tower(model, tower))
     n = _timm_num_levels(model) if hasattr(model, "forward_intermediates") else None
     if n is None:
         names = _feature_info_modules(model)
@@ -478,7 +495,7 @@ def get_intermediates(
     prefix_tokens: bool = True,
     stop_early: bool = False,
     *,
-    tower: Literal["image", "text"] = "image",
+    tower: Literal["image", "text"] | None = None,
     strategy: Strategy = "auto",
     modules: Sequence[str] | None = None,
     include_embedding: bool = False,
@@ -499,7 +516,8 @@ def get_intermediates(
             never part of ``features``.
         stop_early: stop after the deepest requested level (saves compute; ``final`` is then
             ``None`` unless the deepest level is the last one).
-        tower: ``"image"`` or ``"text"`` for open_clip models.
+        tower: ``"image"`` or ``"text"`` for open_clip models; ``None`` = text for a bare
+            open_clip ``TextTransformer``, image otherwise.
         strategy: ``"auto"`` (timm/open_clip method, else hooks), or force one.
         modules: module names to hook (levels, in forward order); implies ``strategy="hooks"``.
         include_embedding: also return the ViT token embedding (after position embedding and
@@ -512,9 +530,8 @@ def get_intermediates(
     """
     if output_fmt not in ("auto", "NLC", "NCHW"):
         raise ValueError(f"output_fmt must be 'auto', 'NLC' or 'NCHW', got {output_fmt!r}")
-    if tower not in ("image", "text"):
-        raise ValueError(f"tower must be 'image' or 'text', got {tower!r}")
     model = _unwrap(model)
+    tower = _resolve_tower(model, tower)
     if modules is not None:
         strategy = "hooks"
     if strategy == "auto":
