@@ -37,6 +37,7 @@ __all__ = [
     "StateBytes",
     "benchmark_builders",
     "measure_training_step",
+    "model_tensors",
     "peak_rss_bytes",
     "register_benchmark",
     "reset_peak_rss",
@@ -61,13 +62,20 @@ def _tensor_storage(t: Tensor) -> torch.UntypedStorage | None:
         return None
 
 
-def module_storage_keys(modules: Iterable[nn.Module] | nn.Module) -> set[_StorageKey]:
-    """Storage keys of every parameter and buffer of ``modules`` (excluded from activations)."""
-    if isinstance(modules, nn.Module):
-        modules = [modules]
+def model_tensors(model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
+    """``(parameters, buffers)`` of ``model``, each tensor once (shared ones are not repeated)."""
+    params = list({id(p): p for p in model.parameters()}.values())
+    buffers = list({id(b): b for b in model.buffers()}.values())
+    return params, buffers
+
+
+def module_storage_keys(modules: nn.Module | Iterable[nn.Module | Tensor]) -> set[_StorageKey]:
+    """Storage keys of the given tensors and of every parameter and buffer of the given modules."""
+    items: Iterable[nn.Module | Tensor] = [modules] if isinstance(modules, nn.Module) else modules
     keys = set()
-    for module in modules:
-        for t in [*module.parameters(), *module.buffers()]:
+    for item in items:
+        tensors = [*item.parameters(), *item.buffers()] if isinstance(item, nn.Module) else [item]
+        for t in tensors:
             storage = _tensor_storage(t)
             if storage is not None:
                 keys.add(_storage_key(storage))
@@ -85,7 +93,8 @@ class SavedTensorMeter:
         loss.backward()
 
     Args:
-        exclude: a module (or modules) whose parameters and buffers are not activations.
+        exclude: a module, or modules and tensors, whose storages are not activations (the
+            parameters and buffers of the model).
         per_module: a model whose sub-modules get forward hooks so that each saved storage is
             attributed to the innermost running module (``by_module``); adds overhead.
 
@@ -97,7 +106,9 @@ class SavedTensorMeter:
         by_module: module name -> bytes (``per_module`` only; ``"<outside>"`` outside every module).
     """
 
-    def __init__(self, exclude: nn.Module | Iterable[nn.Module] | None = None, per_module: nn.Module | None = None) -> None:
+    def __init__(
+        self, exclude: nn.Module | Iterable[nn.Module | Tensor] | None = None, per_module: nn.Module | None = None
+    ) -> None:
         self._exclude_modules = exclude
         self._per_module = per_module
         self._excluded: set[_StorageKey] = set()
@@ -245,10 +256,20 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer | None) -> int:
     return total
 
 
-def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> StateBytes:
-    """Parameter, buffer, gradient (present ``.grad`` tensors) and optimizer-state bytes of ``model``."""
-    params = {id(p): p for p in model.parameters()}.values()
-    buffers = {id(b): b for b in model.buffers()}.values()
+def state_bytes(
+    model: nn.Module | None,
+    optimizer: torch.optim.Optimizer | None = None,
+    tensors: tuple[list[Tensor], list[Tensor]] | None = None,
+) -> StateBytes:
+    """Parameter, buffer, gradient (present ``.grad`` tensors) and optimizer-state bytes of ``model``.
+
+    ``tensors`` (from :func:`model_tensors`) replaces the walk over ``model`` when given.
+    """
+    if tensors is None:
+        if model is None:
+            raise ValueError("state_bytes needs a model or its (parameters, buffers)")
+        tensors = model_tensors(model)
+    params, buffers = tensors
     return StateBytes(
         parameters=sum(_nbytes(p) for p in params),
         buffers=sum(_nbytes(b) for b in buffers),
@@ -387,22 +408,23 @@ def measure_training_step(
             for p in model.parameters():
                 p.grad = None
     device = _model_device(model)
+    tensors = model_tensors(model)  # walked once: the parameter set does not change within a step
     on_cuda = cuda_peak_start(device)
     reset_peak_rss()
     start = time.perf_counter()
-    with SavedTensorMeter(model, per_module=model if per_module else None) as meter:
+    with SavedTensorMeter([*tensors[0], *tensors[1]], per_module=model if per_module else None) as meter:
         loss = loss_fn()
     if not isinstance(loss, Tensor) or loss.ndim != 0:
         raise ValueError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
     if not loss.requires_grad:
         raise ValueError("the loss does not require grad: nothing in the model is trainable on this path")
     loss.backward()
-    grads = state_bytes(model).gradients
+    grads = sum(_nbytes(p.grad) for p in tensors[0] if p.grad is not None)
     if optimizer is not None:
         optimizer.step()
     cuda_bytes = cuda_peak(device) if on_cuda else None
     elapsed = time.perf_counter() - start
-    state = state_bytes(model, optimizer)
+    state = state_bytes(None, optimizer, tensors)
     return MemoryReport(
         activation_bytes=meter.bytes,
         saved_storages=meter.count,

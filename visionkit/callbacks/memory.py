@@ -13,6 +13,7 @@ from visionkit.memory import (
     SavedTensorMeter,
     cuda_peak,
     cuda_peak_start,
+    model_tensors,
     optimizer_state_bytes,
     peak_rss_bytes,
     reset_peak_rss,
@@ -49,6 +50,7 @@ class ActivationMemory(pl.Callback):
         self._start = 0.0
         self._grad_bytes: int | None = None
         self._cuda = False
+        self._tensors: tuple[list[Tensor], list[Tensor]] = ([], [])
 
     def _stop_meter(self) -> None:
         if self._meter is not None:
@@ -59,9 +61,11 @@ class ActivationMemory(pl.Callback):
         if not self._active:
             return
         self._grad_bytes = None
+        self._tensors = model_tensors(pl_module)
         self._cuda = cuda_peak_start(pl_module.device)
         reset_peak_rss()
-        self._meter = SavedTensorMeter(pl_module, per_module=pl_module if self.per_module else None)
+        excluded = [*self._tensors[0], *self._tensors[1]]
+        self._meter = SavedTensorMeter(excluded, per_module=pl_module if self.per_module else None)
         self._start = time.perf_counter()
         self._meter.__enter__()
 
@@ -71,7 +75,7 @@ class ActivationMemory(pl.Callback):
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         if self._active:
-            self._grad_bytes = state_bytes(pl_module).gradients
+            self._grad_bytes = state_bytes(None, tensors=self._tensors).gradients
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -81,7 +85,7 @@ class ActivationMemory(pl.Callback):
         self._stop_meter()
         cuda_bytes = cuda_peak(pl_module.device) if self._cuda else None
         elapsed = time.perf_counter() - self._start
-        state = state_bytes(pl_module)
+        state = state_bytes(None, tensors=self._tensors)
         meter, self._meter, self._active = self._meter, None, False
         self.last_report = MemoryReport(
             activation_bytes=meter.bytes,
