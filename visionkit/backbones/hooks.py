@@ -3,8 +3,10 @@
 Both context managers resolve module names up front (an unknown name fails before any hook is
 registered), always remove their hook handles on exit (also when the body raises), and count
 how often each module fires: a module that fires twice in one forward (a shared module, or the
-re-entry of activation-checkpoint recompute) raises :class:`HookFiredTwiceError` unless
-``allow_repeat=True``.
+re-entry of activation-checkpoint recompute during backward) raises :class:`HookFiredTwiceError`
+unless ``allow_repeat=True``. (PyTorch's default non-reentrant checkpoint stops its recompute
+early, before the checkpointed module returns, so its forward hooks do not fire again; reentrant
+checkpoint, or ``set_checkpoint_early_stop(False)``, re-runs them.)
 
 A "forward" starts whenever the root ``model`` is called (a forward pre-hook on the root resets
 the counters) or when :meth:`reset` is called; code that calls ``model.forward_features(x)``
