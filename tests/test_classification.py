@@ -123,3 +123,12 @@ def test_invalid_task_arguments() -> None:
         ClassificationTask(finetune="half")
     with pytest.raises(ValueError, match="lr"):
         ClassificationTask(lr=0.0)
+
+
+def test_input_normalisation_uses_the_backbone_statistics() -> None:
+    task = ClassificationTask(backbone="test_resnet", num_classes=4, normalize_input=True).eval()
+    mean = torch.tensor(task.model.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(task.model.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(task(X), task.model((X - mean) / std))
+    assert not any("normalize" in k for k in task.state_dict())

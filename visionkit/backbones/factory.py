@@ -122,3 +122,32 @@ def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     if isinstance(names, str):
         names = (names,)
     return tuple(f"{n}." for n in names)
+
+
+class InputNormalize(nn.Module):
+    """``(x - mean) / std`` per channel, for images in [0, 1] (``(B, C, H, W)``).
+
+    Args:
+        mean, std: per-channel statistics, e.g. a timm model's ``pretrained_cfg`` values.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        import torch
+
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x):
+        if x.shape[1] != self.mean.shape[1]:
+            raise ValueError(f"input has {x.shape[1]} channels; the normalisation expects {self.mean.shape[1]}")
+        return (x - self.mean) / self.std
+
+
+def input_normalization(model: nn.Module, in_channels: int = 3) -> InputNormalize:
+    """The mean/std normalisation a timm model's weights expect (ImageNet's when unknown)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    if len(mean) != in_channels:
+        mean, std = (sum(mean) / len(mean),) * in_channels, (sum(std) / len(std),) * in_channels
+    return InputNormalize(mean, std)

@@ -6,11 +6,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from visionkit.backbones.factory import classifier_prefixes, create_backbone
+from visionkit.backbones.factory import classifier_prefixes, create_backbone, input_normalization
 from visionkit.core.task import VisionTask
 from visionkit.tuners import BaseTuner, LoRATuner
 from visionkit.utils.viz import annotate
@@ -27,6 +27,8 @@ class ClassificationTask(VisionTask):
         num_classes: number of classes (linked from the datamodule by the CLI).
         in_channels: input channels (linked from the datamodule).
         image_size: input side in pixels (linked from the datamodule); sets ``img_size`` of ViTs.
+        normalize_input: apply the backbone's mean/std (``pretrained_cfg``) to the [0, 1] images;
+            turn it on for ImageNet-style hub or local weights.
         finetune: ``"full"`` (every weight), ``"linear"`` (frozen backbone and BatchNorm
             statistics, trained classifier) or ``"lora"`` (peft LoRA adapters + classifier).
         lora_r: LoRA rank.
@@ -48,6 +50,7 @@ class ClassificationTask(VisionTask):
         num_classes: int = 10,
         in_channels: int = 3,
         image_size: int | None = None,
+        normalize_input: bool = False,
         finetune: Literal["full", "linear", "lora"] = "full",
         lora_r: int = 8,
         lora_alpha: float = 16.0,
@@ -79,6 +82,7 @@ class ClassificationTask(VisionTask):
             **kwargs,
         )
         head = classifier_prefixes(net)
+        self.normalize = input_normalization(net, hp.in_channels) if hp.normalize_input else nn.Identity()
         if hp.finetune == "linear":
             self.model = BaseTuner(net, trainable=head)
         elif hp.finetune == "lora":
@@ -88,6 +92,10 @@ class ClassificationTask(VisionTask):
 
     def configure_metrics(self) -> None:
         self.metrics = MetricCollection({"acc": MulticlassAccuracy(self.hparams.num_classes, average="micro")})
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class logits ``(B, num_classes)`` for images ``(B, C, H, W)`` in [0, 1]."""
+        return self.model(self.normalize(images))
 
     def compute_loss(self, batch: dict[str, Any], stage: str) -> dict[str, Tensor]:
         logits = self(batch["image"])
@@ -102,4 +110,13 @@ class ClassificationTask(VisionTask):
         logits = outputs["preds"] if outputs and "preds" in outputs else self(batch["image"])
         pred = logits.argmax(-1)
         correct = pred == batch["label"] if "label" in batch else torch.ones_like(pred, dtype=torch.bool)
-        return {"predictions": annotate(images, [f"pred {int(p)}" for p in pred], correct)}
+        names = self._class_names()
+        return {"predictions": annotate(images, [names[int(p)] if names else f"class {int(p)}" for p in pred], correct)}
+
+    def _class_names(self) -> list[str] | None:
+        """Class names from the attached datamodule's training set, when there is one."""
+        try:
+            classes = self.trainer.datamodule.dataset("train").classes
+        except (AttributeError, RuntimeError, TypeError, OSError):
+            return None
+        return list(classes) if len(classes) == self.hparams.num_classes else None
