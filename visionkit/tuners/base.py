@@ -50,12 +50,32 @@ class BaseTuner(nn.Module):
         return chosen
 
     def train(self, mode: bool = True) -> BaseTuner:
-        """Set train mode on trainable parts only; frozen sub-trees always stay in eval mode."""
+        """Set train mode on trainable parts only; frozen parts always stay in eval mode.
+
+        A sub-module that holds parameters trains only if one of them is trainable, so frozen
+        BatchNorm statistics never move. A parameter-free module (dropout, drop-path) trains only
+        when every parameter of its nearest parameter-holding ancestor is trainable (an adapter's wrapped
+        ``base_layer`` aside, as in peft's LoRA layers); so a frozen backbone's dropout and
+        drop-path stay off, while a side network's or a LoRA adapter's dropout trains.
+        """
+
+        def fully_trainable(module: nn.Module) -> bool:
+            params = [p for n, p in module.named_parameters() if not n.startswith("base_layer.")]
+            return bool(params) and all(p.requires_grad for p in params)
+
+        def visit(module: nn.Module, context: nn.Module) -> None:
+            # context: the nearest ancestor that holds parameters
+            if next(module.parameters(), None) is not None:
+                module.training = mode and any(p.requires_grad for p in module.parameters())
+                context = module
+            else:
+                module.training = mode and fully_trainable(context)
+            for child in module.children():
+                visit(child, context)
+
         self.training = mode
-        for module in self.modules():
-            if module is self:
-                continue
-            module.training = mode and any(p.requires_grad for p in module.parameters())
+        for child in self.children():
+            visit(child, self)
         return self
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
