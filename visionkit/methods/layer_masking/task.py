@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
@@ -227,8 +228,9 @@ class LayerMaskingTask(ClassificationTask):
 
     # ---- panels ---------------------------------------------------------------------------
     def visualize(self, batch: dict[str, Any], outputs: dict[str, Tensor] | None) -> dict[str, Tensor]:
-        """Prediction panel, plus one random 40 %-removal mask shown grey-filled and as the
-        first masked convolution sees it (neighbour padding), with the layer-masked prediction."""
+        """Prediction panel, plus one random 40 %-removal mask shown grey-filled and as the first
+        masked convolution sees it (neighbour padding; out-of-reach pixels as a checkerboard),
+        with the layer-masked prediction."""
         panels = super().visualize(batch, outputs)
         images = batch["image"][:, :3]
         b, _, h, w = images.shape
@@ -238,6 +240,10 @@ class LayerMaskingTask(ClassificationTask):
         first = next((m for m in self.network.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)), None)
         rings = max(first.dilation[0] * (first.kernel_size[0] - 1), 1) if first is not None else 2
         seen = neighbor_pad(images, keep, rings).clamp(0, 1)
+        reached = F.max_pool2d(keep, 2 * rings + 1, 1, rings) > 0  # pixels the first conv sees or fills
+        yy, xx = torch.meshgrid(torch.arange(h, device=images.device), torch.arange(w, device=images.device), indexing="ij")
+        checker = (0.55 + 0.3 * ((yy // 2 + xx // 2) % 2)).to(images.dtype).expand_as(seen)
+        seen = torch.where(reached, seen, checker)  # never seen: a checkerboard, not a colour
         pred = self(batch["image"], keep).argmax(-1)
         ok = pred == batch["label"] if "label" in batch else torch.ones_like(pred, dtype=torch.bool)
         names = self._class_names()
