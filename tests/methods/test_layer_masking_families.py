@@ -186,6 +186,21 @@ def test_family_oracles(name: str) -> None:
         y = x.clone()
         y[1:] = images(2, seed=3)
         assert torch.allclose(net(y, keep_mask=other)[0], out[0], atol=1e-6, rtol=0)
+    # 2b. no layer reads the hidden positions of its input: garbage written there changes nothing
+    gen = torch.Generator().manual_seed(5)
+
+    def scribble(_m, _i, out):
+        if isinstance(out, MaskedMap):
+            noise = 1e3 * torch.randn(out.values.shape, generator=gen) * (1 - out.keep)
+            return MaskedMap(out.values + noise, out.keep, out.channels_last)
+        return None
+    handles = [m.register_forward_hook(scribble) for m in net.modules() if isinstance(m, MaskedModule)]
+    try:
+        with torch.no_grad():
+            assert torch.allclose(net(x, keep_mask=keep), out, atol=1e-5, rtol=1e-5)
+    finally:
+        for h in handles:
+            h.remove()
     # 4. gradients: exactly zero on hidden pixels, finite and not all zero elsewhere
     xg = x.clone().requires_grad_(True)
     net(xg, keep_mask=keep).logsumexp(-1).sum().backward()

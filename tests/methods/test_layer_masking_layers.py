@@ -153,6 +153,43 @@ def test_every_fill_is_plain_with_all_ones_and_blind_to_hidden_content(fill):
         assert torch.equal(net(x, keep_mask=keep), net(noisy, keep_mask=keep))
 
 
+@pytest.mark.parametrize("fill", ["neighbor", "zero", "partial"])
+def test_masked_conv_applies_its_fill_rule_and_never_reads_hidden_values(fill):
+    torch.manual_seed(0)
+    conv = convert(nn.Sequential(nn.Conv2d(4, 6, 3, 2, 1, groups=2)), fill=fill)[0]
+    x = torch.randn(2, 4, 16, 16)
+    keep = (torch.rand(2, 1, 4, 4) > 0.5).float().repeat_interleave(4, 2).repeat_interleave(4, 3)
+    out = conv(MaskedMap(x, keep))
+    kept = out.keep.expand_as(out.values) > 0
+    if fill == "neighbor":
+        expected = F.conv2d(neighbor_pad(x, keep, 2), conv.weight, conv.bias, 2, 1, 1, 2)
+    elif fill == "zero":
+        expected = F.conv2d(x * keep, conv.weight, conv.bias, 2, 1, 1, 2)
+    else:
+        share = F.conv2d(F.pad(keep, (1, 1, 1, 1), value=1.0), torch.ones(1, 1, 3, 3) / 9, None, 2)
+        expected = F.conv2d(x * keep, conv.weight, None, 2, 1, 1, 2) / share + conv.bias.view(1, -1, 1, 1)
+    assert torch.allclose(out.values[kept], expected[kept], atol=1e-5)
+    garbage = conv(MaskedMap(x + 1e3 * torch.randn_like(x) * (1 - keep), keep))
+    assert torch.equal(garbage.values[kept], out.values[kept]) and torch.equal(garbage.keep, out.keep)
+
+
+def test_pools_and_means_never_read_hidden_values():
+    x = torch.randn(2, 3, 8, 8)
+    keep = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    noisy = x + 1e3 * torch.randn_like(x) * (1 - keep)
+    layers = convert(nn.Sequential(nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(2),
+                                   nn.AdaptiveMaxPool2d(1), nn.ReLU()))
+    for layer in list(layers)[:4]:
+        a, b = layer(MaskedMap(x, keep)), layer(MaskedMap(noisy, keep))
+        if isinstance(a, MaskedMap):
+            kept = a.keep.expand_as(a.values) > 0
+            assert torch.equal(a.values[kept], b.values[kept]), layer
+        else:
+            assert torch.equal(a, b), layer
+    assert torch.equal(MaskedMap(x, keep).mean((2, 3)), MaskedMap(noisy, keep).mean((2, 3)))
+    assert torch.equal(MaskedMap(x, keep).amax((-1, -2), keepdim=True), MaskedMap(noisy, keep).amax((2, 3), keepdim=True))
+
+
 def test_masked_global_pool_of_all_hidden_is_zero_in_low_precision():
     pool = convert(nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(1)))
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
