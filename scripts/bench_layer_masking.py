@@ -15,12 +15,9 @@ medians and their ratio are printed (target: <= 1.5x for both). When a target is
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no OpenMP spin-waiting when the cores are shared
-
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -154,4 +151,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spin-waiting on shared cores
     sys.exit(main())

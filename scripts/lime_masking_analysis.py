@@ -19,13 +19,10 @@ Bad input stops with one line ``lime_masking_analysis: error: ...`` and exit cod
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no OpenMP spin-waiting when the cores are shared
-
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -377,4 +374,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spin-waiting on shared cores
     sys.exit(main())

@@ -50,7 +50,13 @@ def test_linear_probe_masks_through_the_tuner() -> None:
     assert trainable and all(".fc." in n for n in trainable)
     with torch.no_grad():
         out = task(torch.rand(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))
-    assert torch.allclose(out[0], task.network.fc.bias)
+        assert torch.allclose(out[0], task.network.fc.bias)
+        batch = SyntheticShapesDataModule(num_classes=3, num_val=4).dataset("val")
+        images = torch.stack([batch[i]["image"] for i in range(4)])
+        labels = torch.stack([batch[i]["label"] for i in range(4)])
+        masks = torch.stack([batch[i]["mask"] for i in range(4)])
+        task.protocols.update(task._masked_model(), images, labels, masks, 0)
+    assert task.protocols.compute()["removal"][0]["n"] == 4
 
 
 @pytest.mark.parametrize(
@@ -112,3 +118,9 @@ def test_cli_validate_with_the_shipped_config(capsys: pytest.CaptureFixture) -> 
     assert info.value.code == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("visionkit: error:")]
     assert len(err) == 1 and "smear" in err[0]
+    with pytest.raises(SystemExit) as info:  # a backbone with layers that have no mask rule
+        main(["validate", "--config", str(EVAL_CONFIG), "--model.init_args.asset", "null", "--model.init_args.backbone",
+              "test_vit", "--model.init_args.backbone_kwargs", "{img_size: 32, patch_size: 4}"])
+    assert info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("visionkit: error:")]
+    assert len(err) == 1 and "VisionTransformer" in err[0] and "'blocks.0.attn' (Attention)" in err[0]

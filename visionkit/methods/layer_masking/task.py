@@ -152,8 +152,8 @@ class LayerMaskingTask(ClassificationTask):
 
     # ---- protocols ------------------------------------------------------------------------
     def _masked_model(self) -> nn.Module:
-        """``(normalised images, keep_mask) -> logits``: the converted network (through its tuner)."""
-        return self.model
+        """``(normalised images, keep_mask) -> logits``: the converted network (a tuner only freezes it)."""
+        return self.network
 
     def _start(self, stage: str) -> None:
         trainer = self.trainer
