@@ -13,7 +13,7 @@ and prints a summary table: coverage and Jaccard of the top-k segments against t
     python scripts/lime_masking_analysis.py --backbone resnet50 --weights r50.safetensors --num-classes 1000 \\
         --normalize-input --image-size 224 skimage:chelsea
 
-Every run writes a new folder ``<out>/run_NNN``; nothing already written is replaced.
+Every run writes a new folder ``<out>/run_NNN`` (default ``outputs/lime_masking``); nothing already written is replaced.
 Bad input stops with one line ``lime_masking_analysis: error: ...`` and exit code 2.
 """
 
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     lime.add_argument("--seed", type=int, default=0, help="seed of the shared perturbation matrix")
     lime.add_argument("--blur-sigma", type=float, default=2.0, help="sigma (px) of the blur fill")
     out = p.add_argument_group("output")
-    out.add_argument("--out", default="lime_masking", help="parent folder of the run folders")
+    out.add_argument("--out", default="outputs/lime_masking", help="parent folder of the run folders")
     out.add_argument("--device", default="cpu", help="torch device")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)

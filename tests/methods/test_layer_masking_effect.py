@@ -75,7 +75,7 @@ def test_lime_entry_point_default_run_is_offline_and_under_two_minutes(tmp_path)
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-2000:]
     print(f"\nLIME default run: {seconds:.1f} s wall\n{proc.stdout}")
-    run = tmp_path / "lime_masking" / "run_000"
+    run = tmp_path / "outputs" / "lime_masking" / "run_000"
     assert len(list((run / "panels").glob("*.png"))) == 8
     data = json.loads((run / "explanations.json").read_text())
     assert {len(im["fills"]) for im in data["images"]} == {4}
