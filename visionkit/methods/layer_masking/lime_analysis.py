@@ -156,6 +156,10 @@ def explainer_class() -> type:
         def data_labels(self, image: np.ndarray, fudged_image: np.ndarray, segments: np.ndarray,
                         classifier_fn: Callable[..., np.ndarray], num_samples: int, batch_size: int = 10,
                         **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+            """Stock LIME's perturbation matrix; ``classifier_fn(images, keep)`` per chunk of rows.
+
+            Returns ``(data (num_samples, n_segments) in {0, 1}, probabilities (num_samples, K))``.
+            """
             ids = np.unique(segments)
             n_features = ids.shape[0]
             if ids[0] != 0 or ids[-1] != n_features - 1:

@@ -123,6 +123,7 @@ class LayerMaskingTask(ClassificationTask):
         self._protocols_on = False
 
     def configure_models(self) -> None:
+        """Build the backbone (asset, local weights or timm), convert it, and wrap it for ``finetune``."""
         hp = self.hparams
         if hp.asset:
             net = load_asset(hp.asset, num_classes=hp.num_classes, in_chans=hp.in_channels)
@@ -163,9 +164,11 @@ class LayerMaskingTask(ClassificationTask):
             self.protocols.reset()
 
     def on_validation_epoch_start(self) -> None:
+        """Reset the protocol counters when this validation loop runs them."""
         self._start("val")
 
     def on_test_epoch_start(self) -> None:
+        """Reset the protocol counters."""
         self._start("test")
 
     def _run(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -174,11 +177,13 @@ class LayerMaskingTask(ClassificationTask):
                                   normalize=self.normalize)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Loss and accuracy as usual, then the masking protocols on the batch."""
         out = super().validation_step(batch, batch_idx)
         self._run(batch, batch_idx)
         return out
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Loss and accuracy as usual, then the masking protocols on the batch."""
         out = super().test_step(batch, batch_idx)
         self._run(batch, batch_idx)
         return out
@@ -221,9 +226,11 @@ class LayerMaskingTask(ClassificationTask):
             ]
 
     def on_validation_epoch_end(self) -> None:
+        """Sum the counters across ranks, log the curves, write CSV and PNG."""
         self._finish("val")
 
     def on_test_epoch_end(self) -> None:
+        """Sum the counters across ranks, log the curves, write CSV and PNG."""
         self._finish("test")
 
     # ---- panels ---------------------------------------------------------------------------
