@@ -69,18 +69,26 @@ class ClassificationTask(VisionTask):
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         super().__init__(lr, weight_decay, optimizer, momentum, scheduler, warmup_epochs)
 
-    def configure_models(self) -> None:
+    def build_network(self) -> nn.Module:
+        """The timm network from ``backbone`` (+ ``pretrained`` / ``checkpoint_path``), before any tuner.
+
+        Subclasses override this to change where the weights come from or to rewrite the
+        network (e.g. convert its layers); :meth:`configure_models` then wraps it for ``finetune``.
+        """
         hp = self.hparams
-        kwargs = dict(hp.backbone_kwargs or {})
-        net = create_backbone(
+        return create_backbone(
             hp.backbone,
             pretrained=hp.pretrained,
             checkpoint_path=hp.checkpoint_path,
             num_classes=hp.num_classes,
             in_chans=hp.in_channels,
             image_size=hp.image_size,
-            **kwargs,
+            **dict(hp.backbone_kwargs or {}),
         )
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        net = self.build_network()
         head = classifier_prefixes(net)
         self.normalize = input_normalization(net, hp.in_channels) if hp.normalize_input else nn.Identity()
         if hp.finetune == "linear":

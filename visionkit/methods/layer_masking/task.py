@@ -11,7 +11,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
 from visionkit.backbones.assets import load_asset
-from visionkit.backbones.factory import classifier_prefixes, create_backbone, input_normalization
 from visionkit.methods.layer_masking.convert import convert
 from visionkit.methods.layer_masking.layers import FILLS, neighbor_pad
 from visionkit.methods.layer_masking.protocols import (
@@ -122,19 +121,14 @@ class LayerMaskingTask(ClassificationTask):
         self.protocol_files: list[Path] = []
         self._protocols_on = False
 
-    def configure_models(self) -> None:
-        """Build the backbone (asset, local weights or timm), convert it, and wrap it for ``finetune``."""
+    def build_network(self) -> nn.Module:
+        """The backbone (asset, local weights or timm), converted to layer masking in place."""
         hp = self.hparams
         if hp.asset:
             net = load_asset(hp.asset, num_classes=hp.num_classes, in_chans=hp.in_channels)
         else:
-            net = create_backbone(
-                hp.backbone, pretrained=hp.pretrained, checkpoint_path=hp.checkpoint_path, num_classes=hp.num_classes,
-                in_chans=hp.in_channels, image_size=hp.image_size, **dict(hp.backbone_kwargs or {}),
-            )
-        convert(net, fill=hp.fill, avgpool_renorm=hp.avgpool_renorm)
-        self.normalize = input_normalization(net, hp.in_channels) if hp.normalize_input else nn.Identity()
-        self.model = BaseTuner(net, trainable=classifier_prefixes(net)) if hp.finetune == "linear" else net
+            net = super().build_network()
+        return convert(net, fill=hp.fill, avgpool_renorm=hp.avgpool_renorm)
 
     @property
     def network(self) -> nn.Module:
