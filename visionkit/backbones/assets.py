@@ -57,6 +57,9 @@ def load_asset(name: str, **overrides: Any) -> nn.Module:
         **overrides: ``create_backbone`` arguments that replace the recipe's (e.g. ``num_classes=10``
             for a new head, which is then freshly initialised).
     """
+    from visionkit.backbones.factory import OPEN_CLIP_PREFIX
+
     meta = asset_metadata(name)
-    kwargs = {"num_classes": meta["num_classes"], "image_size": meta["image_size"], **meta["backbone_kwargs"], **overrides}
+    sized = {} if meta["backbone"].startswith(OPEN_CLIP_PREFIX) else {"num_classes": meta["num_classes"], "image_size": meta["image_size"]}
+    kwargs = {**sized, **meta["backbone_kwargs"], **overrides}
     return create_backbone(meta["backbone"], checkpoint_path=str(asset_path(name)), **kwargs)

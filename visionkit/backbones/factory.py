@@ -6,6 +6,7 @@ Nothing is downloaded unless ``pretrained=True``; local weights come in through
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -54,10 +55,33 @@ def _create_timm(name: str, pretrained: bool, image_size: int | None = None, **k
         raise BackboneError(f"backbone '{name}': invalid backbone_kwargs {sorted(kwargs)} ({err})") from err
 
 
+def open_clip_arch(spec: str) -> str:
+    """The open_clip architecture name of ``spec`` (``"<arch>[/<tag>]"`` or a config ``.json`` path).
+
+    Registers visionkit's own configs (``assets/open_clip/*.json``) and, for a ``.json`` path, that
+    file with open_clip, so ``open_clip.create_model`` / ``get_tokenizer`` know the name.
+    """
+    import open_clip
+
+    from visionkit.backbones.assets import ASSETS_DIR
+
+    local = ASSETS_DIR / "open_clip"
+    if local.is_dir() and any(p.stem not in open_clip.list_models() for p in local.glob("*.json")):
+        open_clip.add_model_config(local)
+    if spec.endswith(".json"):
+        path = Path(spec)
+        if not path.is_file():
+            raise BackboneError(f"backbone '{OPEN_CLIP_PREFIX}{spec}': config file not found")
+        open_clip.add_model_config(path)
+        return path.stem
+    return spec.partition("/")[0]
+
+
 def _create_open_clip(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     import open_clip
 
-    arch, _, tag = spec.partition("/")
+    arch = open_clip_arch(spec)
+    tag = "" if spec.endswith(".json") else spec.partition("/")[2]
     if arch not in open_clip.list_models():
         raise BackboneError(
             f"backbone '{OPEN_CLIP_PREFIX}{spec}': '{arch}' is not an open_clip model name (see open_clip.list_models())"
@@ -145,8 +169,11 @@ class InputNormalize(nn.Module):
 
 
 def input_normalization(model: nn.Module, in_channels: int = 3) -> InputNormalize:
-    """The mean/std normalisation a timm model's weights expect (ImageNet's when unknown)."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
+    """The mean/std normalisation a timm or open_clip model's weights expect (ImageNet's when unknown)."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    visual = getattr(model, "visual", None)
+    if getattr(visual, "image_mean", None) is not None:  # open_clip
+        cfg = {"mean": visual.image_mean, "std": visual.image_std}
     mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
     if len(mean) != in_channels:
         mean, std = (sum(mean) / len(mean),) * in_channels, (sum(std) / len(std),) * in_channels

@@ -1,2 +1,3 @@
 """Published methods, one folder each (``model.py`` pure torch, ``task.py`` the LightningModule, ``README.md``)."""
 from visionkit.methods.layer_masking import LayerMaskingTask  # noqa: F401
+from visionkit.methods.unipt import UniPTRetrievalTask, UniPTTask  # noqa: F401

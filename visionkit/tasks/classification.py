@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from visionkit.backbones.assets import load_asset
 from visionkit.backbones.factory import classifier_prefixes, create_backbone, input_normalization
 from visionkit.core.task import VisionTask
 from visionkit.tuners import BaseTuner, LoRATuner
@@ -24,6 +25,8 @@ class ClassificationTask(VisionTask):
         backbone_kwargs: extra ``timm.create_model`` arguments (``img_size``, ``patch_size``, ...).
         pretrained: fetch hub weights (needs network); prefer ``checkpoint_path`` offline.
         checkpoint_path: local ``.safetensors``/``.pth`` weights; a classifier of another size is re-initialised.
+        asset: a shipped pretrained backbone (``"shapes_test_vit"``, see ``assets/README.md``); replaces
+            ``backbone``, ``backbone_kwargs`` and ``checkpoint_path`` with the asset's recipe and weights.
         num_classes: number of classes (linked from the datamodule by the CLI).
         in_channels: input channels (linked from the datamodule).
         image_size: input side in pixels (linked from the datamodule); sets ``img_size`` of ViTs.
@@ -47,6 +50,7 @@ class ClassificationTask(VisionTask):
         backbone_kwargs: dict[str, Any] | None = None,
         pretrained: bool = False,
         checkpoint_path: str | None = None,
+        asset: str | None = None,
         num_classes: int = 10,
         in_channels: int = 3,
         image_size: int | None = None,
@@ -67,15 +71,19 @@ class ClassificationTask(VisionTask):
             raise ValueError(f"finetune must be 'full', 'linear' or 'lora', got '{finetune}'")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        if asset and (checkpoint_path or pretrained):
+            raise ValueError(f"{type(self).__name__}: give asset, checkpoint_path or pretrained=True, not several")
         super().__init__(lr, weight_decay, optimizer, momentum, scheduler, warmup_epochs)
 
     def build_network(self) -> nn.Module:
-        """The timm network from ``backbone`` (+ ``pretrained`` / ``checkpoint_path``), before any tuner.
+        """The timm network from ``asset``, or ``backbone`` (+ ``pretrained`` / ``checkpoint_path``), before any tuner.
 
         Subclasses override this to change where the weights come from or to rewrite the
         network (e.g. convert its layers); :meth:`configure_models` then wraps it for ``finetune``.
         """
         hp = self.hparams
+        if hp.get("asset"):
+            return load_asset(hp.asset, num_classes=hp.num_classes, in_chans=hp.in_channels)
         return create_backbone(
             hp.backbone,
             pretrained=hp.pretrained,

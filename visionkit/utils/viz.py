@@ -67,3 +67,13 @@ def mask_colours(mask: Tensor, num_classes: int, ignore_index: int = 255) -> Ten
     out = palette[idx].permute(0, 3, 1, 2)
     out[(mask == ignore_index).unsqueeze(1).expand_as(out)] = 0.5
     return out
+
+
+def figure_to_tensor(fig) -> Tensor:
+    """Render a matplotlib Figure to a ``(1, 3, H, W)`` float tensor in [0, 1] and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    plt.close(fig)
+    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).unsqueeze(0).float() / 255

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
-from visionkit.backbones.assets import load_asset
 from visionkit.methods.layer_masking.convert import convert
 from visionkit.methods.layer_masking.layers import FILLS, neighbor_pad
 from visionkit.methods.layer_masking.protocols import (
@@ -103,12 +102,10 @@ class LayerMaskingTask(ClassificationTask):
             raise ValueError(f"LayerMaskingTask: finetune must be 'full' or 'linear' (LoRA layers have no mask rule), got '{finetune}'")
         if fill not in FILLS:
             raise ValueError(f"LayerMaskingTask: fill must be one of {FILLS}, got '{fill}'")
-        if asset and (checkpoint_path or pretrained):
-            raise ValueError("LayerMaskingTask: give asset, checkpoint_path or pretrained=True, not several")
         check_fills(eval_fills if eval_fills is not None else DEFAULT_FILLS)
         super().__init__(
             backbone=backbone, backbone_kwargs=backbone_kwargs, pretrained=pretrained, checkpoint_path=checkpoint_path,
-            num_classes=num_classes, in_channels=in_channels, image_size=image_size, normalize_input=normalize_input,
+            asset=asset, num_classes=num_classes, in_channels=in_channels, image_size=image_size, normalize_input=normalize_input,
             finetune=finetune, label_smoothing=label_smoothing, lr=lr, weight_decay=weight_decay,
             optimizer=optimizer, momentum=momentum, scheduler=scheduler, warmup_epochs=warmup_epochs,
         )
@@ -124,11 +121,7 @@ class LayerMaskingTask(ClassificationTask):
     def build_network(self) -> nn.Module:
         """The backbone (asset, local weights or timm), converted to layer masking in place."""
         hp = self.hparams
-        if hp.asset:
-            net = load_asset(hp.asset, num_classes=hp.num_classes, in_chans=hp.in_channels)
-        else:
-            net = super().build_network()
-        return convert(net, fill=hp.fill, avgpool_renorm=hp.avgpool_renorm)
+        return convert(super().build_network(), fill=hp.fill, avgpool_renorm=hp.avgpool_renorm)
 
     @property
     def network(self) -> nn.Module:

@@ -1,0 +1,35 @@
+"""UniPT: Universal Parallel Tuning (Diao et al., CVPR 2024) for timm ViTs and open_clip towers.
+
+``UniPT`` is the pure-torch side network; ``UniPTClassifier`` puts it on a frozen timm ViT and
+``UniPTTower`` on one tower of a frozen open_clip model. ``UniPTTask`` (classification) and
+``UniPTRetrievalTask`` (image-text retrieval) are the Lightning tasks.
+"""
+
+from visionkit.methods.unipt.model import (
+    HiddenStates,
+    UniPT,
+    UniPTClassifier,
+    UniPTError,
+    UniPTOutput,
+    UniPTTower,
+    interaction_weights,
+    masked_mean,
+    open_clip_hidden_states,
+    vit_hidden_states,
+)
+from visionkit.methods.unipt.task import UniPTRetrievalTask, UniPTTask
+
+__all__ = [
+    "HiddenStates",
+    "UniPT",
+    "UniPTClassifier",
+    "UniPTError",
+    "UniPTOutput",
+    "UniPTRetrievalTask",
+    "UniPTTask",
+    "UniPTTower",
+    "interaction_weights",
+    "masked_mean",
+    "open_clip_hidden_states",
+    "vit_hidden_states",
+]

@@ -1,0 +1,219 @@
+"""Lightning tasks of UniPT: classification on a timm ViT, image-text retrieval on open_clip."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from visionkit.methods.unipt.model import UniPTClassifier, UniPTTower, vit_hidden_states
+from visionkit.tasks.classification import ClassificationTask
+from visionkit.tasks.retrieval import RetrievalTask
+from visionkit.utils.viz import figure_to_tensor, overlay
+
+__all__ = ["UniPTRetrievalTask", "UniPTTask"]
+
+
+def layer_weight_chart(weights: Tensor, title: str) -> Tensor:
+    """Bar chart of the confidence ``pi`` ``(B, T)`` per target layer (mean and per-sample spread)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = weights.float().cpu()
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    x = torch.arange(w.shape[1])
+    ax.bar(x, w.mean(0), color="tab:blue", label="mean over images")
+    ax.scatter(x.repeat(len(w)), w.flatten(), s=6, color="black", alpha=0.4, label="per image")
+    ax.axhline(1.0 / w.shape[1], color="grey", linestyle="--", linewidth=0.8, label="uniform")
+    ax.set_xticks(x, ["emb" if i == 0 else str(i) for i in x.tolist()], fontsize=7)
+    ax.set_xlabel("hidden state (0 = embedding, l = block l)")
+    ax.set_ylabel("confidence π")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return figure_to_tensor(fig)
+
+
+class UniPTTask(ClassificationTask):
+    """UniPT (Diao et al., CVPR 2024) for image classification on any timm ViT/DeiT.
+
+    The backbone is frozen, kept in eval mode and run under ``torch.no_grad()``; a UniPT side
+    network reads its token embedding and every block output and feeds a new linear head. Only
+    UniPT and the head train, and autograd keeps nothing from inside the backbone.
+
+    Args:
+        backbone, backbone_kwargs, pretrained, checkpoint_path, asset, num_classes, in_channels,
+            image_size, normalize_input: the backbone, as in :class:`~visionkit.tasks.ClassificationTask`.
+        reduction: ``r``: the interaction width is ``M = embed_dim // r`` (paper default 2).
+        variant: ``"token"`` (VSE∞: the last block's tokens query every earlier state) or
+            ``"global"`` (CLIP4Clip: the pre-logits feature is the one query).
+        readout: token variant: ``"cls"`` (class-token output; only that query row is computed)
+            or ``"mean"`` (mean over all output tokens, every row computed).
+        embed_dim: UniPT output width ``E`` (token variant; default: the backbone's width).
+        label_smoothing, lr, weight_decay, optimizer, momentum, scheduler, warmup_epochs: see
+            :class:`~visionkit.tasks.ClassificationTask`.
+    """
+
+    ignore: ClassVar[tuple[str, ...]] = ("finetune", "lora_r", "lora_alpha", "lora_targets")
+
+    def __init__(
+        self,
+        backbone: str = "test_vit",
+        backbone_kwargs: dict[str, Any] | None = None,
+        pretrained: bool = False,
+        checkpoint_path: str | None = None,
+        asset: str | None = None,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        image_size: int | None = None,
+        normalize_input: bool = False,
+        reduction: int = 2,
+        variant: Literal["token", "global"] = "token",
+        readout: Literal["cls", "mean"] = "cls",
+        embed_dim: int | None = None,
+        label_smoothing: float = 0.0,
+        lr: float = 1.0e-3,
+        weight_decay: float = 0.05,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        momentum: float = 0.9,
+        scheduler: Literal["cosine", "none"] = "cosine",
+        warmup_epochs: float = 1.0,
+    ) -> None:
+        super().__init__(
+            backbone=backbone, backbone_kwargs=backbone_kwargs, pretrained=pretrained, checkpoint_path=checkpoint_path,
+            asset=asset, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+            normalize_input=normalize_input, finetune="linear", label_smoothing=label_smoothing, lr=lr,
+            weight_decay=weight_decay, optimizer=optimizer, momentum=momentum, scheduler=scheduler,
+            warmup_epochs=warmup_epochs,
+        )
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        net = self.build_network()
+        self.normalize = self._normalizer(net)
+        self.model = UniPTClassifier(
+            net, hp.num_classes, hp.reduction, hp.variant, hp.readout, hp.embed_dim, image_size=hp.image_size
+        )
+
+    def _normalizer(self, net: nn.Module) -> nn.Module:
+        from visionkit.backbones.factory import input_normalization
+
+        return input_normalization(net, self.hparams.in_channels) if self.hparams.normalize_input else nn.Identity()
+
+    def visualize(self, batch: dict[str, Any], outputs: dict[str, Tensor] | None) -> dict[str, Tensor]:
+        """Predictions, where the class-token query reads (the most trusted layer), and ``pi`` per layer."""
+        panels = super().visualize(batch, outputs)
+        images = batch["image"]
+        with torch.no_grad():
+            hidden = vit_hidden_states(self.model.base_model, self.normalize(images))
+            unipt = self.model.unipt
+            weights = self.model.last_layer_weights
+            if weights is None or len(weights) != len(images):
+                self.model(self.normalize(images))
+                weights = self.model.last_layer_weights
+            reads = unipt.read_weights(hidden.states, hidden.mask, anchor=hidden.pooled, query_index=hidden.position)
+        grid = getattr(getattr(self.model.base_model, "patch_embed", None), "grid_size", None)
+        best = int(weights.mean(0).argmax())
+        num_prefix = int(getattr(self.model.base_model, "num_prefix_tokens", 0))
+        patch = reads[:, best, num_prefix:]
+        if grid is not None and patch.shape[1] == grid[0] * grid[1]:
+            heat = patch.reshape(-1, 1, *grid)
+            heat = heat / heat.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            heat = F.interpolate(heat, size=images.shape[-2:], mode="nearest")[:, 0]
+            panels[f"reads_layer{best}"] = overlay(images, heat)
+        panels["layer_weights"] = layer_weight_chart(weights, f"UniPT confidence over layers ({len(weights)} images)")
+        return panels
+
+
+class UniPTRetrievalTask(RetrievalTask):
+    """UniPT on both towers of a frozen open_clip model, for image-text retrieval.
+
+    Each tower (image, text) gets its own UniPT side network reading the tower's embedding and
+    every residual block output; the towers run under ``torch.no_grad()`` and in eval mode, so
+    autograd keeps nothing from inside them. Everything else (captions, loss, recall metrics) is
+    :class:`~visionkit.tasks.RetrievalTask`'s.
+
+    Args:
+        backbone, pretrained, checkpoint_path, asset, image_size, normalize_input: the open_clip
+            model, as in :class:`~visionkit.tasks.RetrievalTask`.
+        reduction: ``r`` (``M = E / r``; the CLIP4Clip code uses 1).
+        variant: ``"global"`` (CLIP4Clip: embedding = frozen embedding + UniPT correction; the
+            pooled embedding is the query) or ``"token"`` (VSE∞: the last layer's tokens are the
+            queries; the embedding is UniPT's output at the class / end-of-text token).
+        towers: ``"both"``, ``"image"`` or ``"text"``: which towers get UniPT (the other stays frozen).
+        loss, margin, mean_violation_epochs, lr, weight_decay, optimizer, momentum, scheduler,
+            warmup_epochs: see :class:`~visionkit.tasks.RetrievalTask`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "open_clip:vk_clip_tiny",
+        pretrained: bool = False,
+        checkpoint_path: str | None = None,
+        asset: str | None = None,
+        image_size: int | None = None,
+        normalize_input: bool = False,
+        reduction: int = 1,
+        variant: Literal["token", "global"] = "global",
+        towers: Literal["both", "image", "text"] = "both",
+        loss: Literal["contrastive", "triplet"] = "contrastive",
+        margin: float = 0.2,
+        mean_violation_epochs: int = 1,
+        lr: float = 1.0e-3,
+        weight_decay: float = 0.05,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        momentum: float = 0.9,
+        scheduler: Literal["cosine", "none"] = "cosine",
+        warmup_epochs: float = 1.0,
+    ) -> None:
+        if towers not in ("both", "image", "text"):
+            raise ValueError(f"towers must be 'both', 'image' or 'text', got '{towers}'")
+        super().__init__(
+            backbone=backbone, pretrained=pretrained, checkpoint_path=checkpoint_path, asset=asset,
+            image_size=image_size, normalize_input=normalize_input, tune="frozen", loss=loss, margin=margin,
+            mean_violation_epochs=mean_violation_epochs, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+            momentum=momentum, scheduler=scheduler, warmup_epochs=warmup_epochs,
+        )
+
+    def configure_models(self) -> None:
+        super().configure_models()
+        hp = self.hparams
+        clip = self.clip
+        size = getattr(clip.visual, "image_size", 224)
+        size = size[0] if isinstance(size, (tuple, list)) else int(size)
+        images = torch.zeros(1, 3, size, size)
+        tokens = self.tokenizer(["a photo"])
+        self.image_unipt = UniPTTower(clip, "image", images, hp.reduction, hp.variant) if hp.towers != "text" else None
+        self.text_unipt = UniPTTower(clip, "text", tokens, hp.reduction, hp.variant) if hp.towers != "image" else None
+
+    def parameter_report(self):
+        """Trainable (UniPT) and total (open_clip + UniPT) parameters."""
+        from visionkit.core.params import parameter_report
+
+        return parameter_report(self)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        if self.image_unipt is None:
+            with torch.no_grad():
+                return super().encode_image(images)
+        return self.image_unipt(self.clip, self.normalize(images))
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        if self.text_unipt is None:
+            with torch.no_grad():
+                return super().encode_text(tokens)
+        return self.text_unipt(self.clip, tokens)
+
+    def visualize(self, batch: dict[str, Any], outputs: dict[str, Tensor] | None) -> dict[str, Tensor]:
+        """Retrieved captions, and UniPT's confidence over each tower's layers."""
+        panels = super().visualize(batch, outputs)
+        with torch.no_grad():
+            self(batch["image"], batch["caption"])
+        for name, tower in (("image", self.image_unipt), ("text", self.text_unipt)):
+            if tower is not None and tower.last_layer_weights is not None:
+                panels[f"{name}_layer_weights"] = layer_weight_chart(tower.last_layer_weights, f"UniPT {name} tower: confidence over layers")
+        return panels
