@@ -241,29 +241,6 @@ def collect_items(args: argparse.Namespace, source: Source) -> list[dict[str, An
 # --------------------------------------------------------------------------------------------
 # Outputs
 # --------------------------------------------------------------------------------------------
-def check_out(parent: str) -> None:
-    """Fail early when ``--out`` cannot hold run folders."""
-    root = Path(parent)
-    if root.exists() and not root.is_dir():
-        raise FileExistsError(f"--out '{parent}' exists and is not a folder")
-
-
-def new_run_dir(parent: str) -> Path:
-    """``<parent>/run_NNN`` with the first free NNN (created; never an existing folder)."""
-    check_out(parent)
-    root = Path(parent)
-    root.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name[4:]) for p in root.glob("run_*") if p.name[4:].isdigit()]
-    for index in range(max(taken, default=-1) + 1, max(taken, default=-1) + 1000):
-        path = root / f"run_{index:03d}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free run folder under '{parent}'")
-
-
 def _jsonable(record: dict[str, Any], classes: list[str] | None) -> dict[str, Any]:
     out = {k: v for k, v in record.items() if k not in ("segments", "fills")}
     if classes:
@@ -306,6 +283,7 @@ def run(args: argparse.Namespace) -> Path:
 
     from visionkit.callbacks.images import save_grid
     from visionkit.methods.layer_masking.lime_analysis import LimeSettings, analyse, render_panel, summarise
+    from visionkit.utils.runs import check_out, new_run_dir
 
     started = time.perf_counter()
     check_out(args.out)

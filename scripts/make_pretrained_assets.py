@@ -1,10 +1,11 @@
-"""Train and export the tiny pretrained backbones in ``assets/`` (offline, deterministic, CPU).
+"""Train and export the tiny pretrained models in ``assets/`` (offline, deterministic, CPU).
 
-Each backbone is trained from scratch with ``visionkit fit`` on the config in
-``configs/pretrain/``; the best checkpoint's network is saved as safetensors with its recipe in
-the file's metadata. Later demos transfer from these files through ``checkpoint_path``.
+Each model is trained from scratch with ``visionkit fit`` on the config in
+``configs/pretrain/``; the best checkpoint's network (by the task's monitored metric:
+``val_acc`` for classifiers, ``val_rsum`` for the open_clip model) is saved as safetensors with
+its recipe in the file's metadata. Later demos transfer from these files (``asset: <name>``).
 
-    python scripts/make_pretrained_assets.py              # both backbones
+    python scripts/make_pretrained_assets.py              # every asset
     python scripts/make_pretrained_assets.py --only shapes_test_resnet
 """
 
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 ASSETS = {
     "shapes_test_resnet": REPO / "configs" / "pretrain" / "shapes_test_resnet.yaml",
     "shapes_test_vit": REPO / "configs" / "pretrain" / "shapes_test_vit.yaml",
+    "clip_shapes_tiny": REPO / "configs" / "pretrain" / "clip_shapes_tiny.yaml",
 }
 
 
@@ -49,14 +51,15 @@ def train_and_export(name: str, config: Path, out_dir: Path) -> dict:
         finally:
             os.chdir(cwd)
     hp = task.hparams
-    val_acc = max(epoch_values(rows, "val_acc").values())
+    monitor = type(task).monitor
+    best = max(epoch_values(rows, monitor).values())
     meta = {
         "backbone": hp.backbone,
-        "backbone_kwargs": json.dumps(hp.backbone_kwargs or {}),
-        "num_classes": str(hp.num_classes),
+        "backbone_kwargs": json.dumps(hp.get("backbone_kwargs") or {}),
+        "num_classes": str(hp.get("num_classes", 0)),
         "image_size": str(hp.image_size),
-        "classes": json.dumps(run.datamodule.dataset("train").classes),
-        "val_acc": f"{val_acc:.4f}",
+        "classes": json.dumps(list(getattr(run.datamodule.dataset("train"), "classes", []))),
+        monitor: f"{best:.4f}",
         "config": str(config.relative_to(REPO)),
     }
     state = {k: v.detach().contiguous() for k, v in task.model.state_dict().items()}
@@ -72,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     records = [train_and_export(n, ASSETS[n], args.out_dir) for n in (args.only or sorted(ASSETS))]
-    print("| file | backbone | kwargs | classes | val_acc | MB | sha256 |")
+    print("| file | backbone | kwargs | classes | best val metric | MB | sha256 |")
     print("|---|---|---|---|---|---|---|")
     for r in records:
+        metric = f"val_acc {r['val_acc']}" if "val_acc" in r else f"val_rsum {r.get('val_rsum')}"
         print(
-            f"| {r['file']} | {r['backbone']} | {r['backbone_kwargs']} | {r['num_classes']} | {r['val_acc']} "
+            f"| {r['file']} | {r['backbone']} | {r['backbone_kwargs']} | {r['num_classes']} | {metric} "
             f"| {r['bytes'] / 1e6:.2f} | {r['sha256'][:16]} |"
         )
     return 0

@@ -27,3 +27,16 @@ class ImageReadError(OSError):
         self.path = Path(path)
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         super().__init__(f"unreadable image '{path}': {first}")
+
+
+class CaptionFileError(ValueError):
+    """A caption file (CSV or JSON) that is malformed or names a missing image, in one line.
+
+    Args:
+        path: the caption file.
+        problem: what is wrong and what was expected (newlines are folded into spaces).
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"caption file '{path}': {' '.join(problem.splitlines())}")

@@ -1,8 +1,22 @@
-"""Datasets: one module each, every item a dict (``image`` float CHW in [0, 1], ``label``, optional ``mask``)."""
+"""Datasets: one module each, every item a dict (``image`` float CHW in [0, 1], ``label``, optional ``mask``;
+caption datasets: ``caption`` and ``image_id`` instead of ``label``)."""
 
 from visionkit.data.datasets.base import VisionDataset
+from visionkit.data.datasets.captions import CaptionCSV, CaptionDataset, KarpathyCaptions
 from visionkit.data.datasets.digits import Digits
 from visionkit.data.datasets.image_folder import ImageFolder
+from visionkit.data.datasets.synthetic_captions import SyntheticCaptionedShapes
 from visionkit.data.datasets.synthetic_shapes import SHAPES, SyntheticMultiShapes, SyntheticShapes
 
-__all__ = ["SHAPES", "Digits", "ImageFolder", "SyntheticMultiShapes", "SyntheticShapes", "VisionDataset"]
+__all__ = [
+    "SHAPES",
+    "CaptionCSV",
+    "CaptionDataset",
+    "Digits",
+    "ImageFolder",
+    "KarpathyCaptions",
+    "SyntheticCaptionedShapes",
+    "SyntheticMultiShapes",
+    "SyntheticShapes",
+    "VisionDataset",
+]
