@@ -6,10 +6,23 @@ import os
 import signal
 
 import lightning.pytorch as pl
+import pytest
 
 from visionkit.utils.runs import epoch_values, last_value, read_metrics, run_dirs
 
-__all__ = ["KillAt", "epoch_values", "last_value", "read_metrics", "run_dirs"]
+__all__ = ["KillAt", "cli_error_line", "epoch_values", "last_value", "read_metrics", "run_dirs"]
+
+
+def cli_error_line(capsys: pytest.CaptureFixture, args: list[str]) -> str:
+    """Run ``visionkit <args>`` in-process; assert exit code 2 and exactly one error line, and return it."""
+    from visionkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("visionkit: error:")]
+    assert len(lines) == 1
+    return lines[0]
 
 
 class KillAt(pl.Callback):

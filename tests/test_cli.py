@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers import cli_error_line
 from visionkit.cli import main
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -69,17 +70,8 @@ def test_config_typo_is_a_parse_error(capsys: pytest.CaptureFixture) -> None:
     assert "learning_rat" in capsys.readouterr().err
 
 
-def _error_line(capsys: pytest.CaptureFixture, args: list[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("visionkit: error:")]
-    assert len(lines) == 1
-    return lines[0]
-
-
 def test_missing_image_folder_root(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    line = _error_line(
+    line = cli_error_line(
         capsys, ["fit", "--config", TINY, "--data", "ImageFolderDataModule", "--data.root", str(tmp_path / "nope")]
     )
     assert str(tmp_path / "nope") in line and "expected layout" in line
@@ -87,7 +79,7 @@ def test_missing_image_folder_root(capsys: pytest.CaptureFixture, tmp_path: Path
 
 def test_empty_image_folder_root(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     (tmp_path / "empty" / "cat").mkdir(parents=True)
-    line = _error_line(capsys, ["fit", "--config", TINY, "--data", "ImageFolderDataModule", "--data.root", str(tmp_path / "empty")])
+    line = cli_error_line(capsys, ["fit", "--config", TINY, "--data", "ImageFolderDataModule", "--data.root", str(tmp_path / "empty")])
     assert "holds no images" in line
 
 
@@ -97,7 +89,7 @@ def test_unreadable_image(capsys: pytest.CaptureFixture, tmp_path: Path) -> None
     root = write_image_folder(tmp_path / "imgs")
     bad = root / "a" / "broken.png"
     bad.write_bytes(b"not a png")
-    line = _error_line(
+    line = cli_error_line(
         capsys,
         ["fit", "--config", TINY, "--data", "ImageFolderDataModule", "--data.root", str(root), "--data.image_size", "32",
          "--data.val_fraction", "0.0", "--trainer.max_epochs", "1"],
@@ -106,22 +98,22 @@ def test_unreadable_image(capsys: pytest.CaptureFixture, tmp_path: Path) -> None
 
 
 def test_unknown_backbone(capsys: pytest.CaptureFixture) -> None:
-    line = _error_line(capsys, ["fit", "--config", TINY, "--model.init_args.backbone", "resnet_does_not_exist"])
+    line = cli_error_line(capsys, ["fit", "--config", TINY, "--model.init_args.backbone", "resnet_does_not_exist"])
     assert "resnet_does_not_exist" in line and "timm" in line
 
 
 def test_pretrained_offline_suggests_checkpoint_path(capsys: pytest.CaptureFixture) -> None:
-    line = _error_line(capsys, ["fit", "--config", TINY, "--model.init_args.backbone", "resnet18", "--model.init_args.pretrained", "true"])
+    line = cli_error_line(capsys, ["fit", "--config", TINY, "--model.init_args.backbone", "resnet18", "--model.init_args.pretrained", "true"])
     assert "checkpoint_path" in line and "resnet18" in line
 
 
 def test_missing_checkpoint_file(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    line = _error_line(capsys, ["fit", "--config", TINY, "--model.init_args.checkpoint_path", str(tmp_path / "w.safetensors")])
+    line = cli_error_line(capsys, ["fit", "--config", TINY, "--model.init_args.checkpoint_path", str(tmp_path / "w.safetensors")])
     assert str(tmp_path / "w.safetensors") in line
 
 
 def test_bad_value_is_one_line(capsys: pytest.CaptureFixture) -> None:
-    line = _error_line(capsys, ["fit", "--config", TINY, "--data.num_classes", "12"])
+    line = cli_error_line(capsys, ["fit", "--config", TINY, "--data.num_classes", "12"])
     assert "num_classes" in line
 
 

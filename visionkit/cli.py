@@ -133,9 +133,9 @@ def _pin_logger_version(loggers: Any, default_name: str) -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from visionkit.backbones.factory import BackboneError
     from visionkit.core.weights import WeightsError
-    from visionkit.data.errors import DatasetNotFoundError, ImageReadError
+    from visionkit.data.errors import CaptionFileError, DatasetNotFoundError, ImageReadError
 
-    return (BackboneError, WeightsError, DatasetNotFoundError, ImageReadError, ConfigValueError)
+    return (BackboneError, WeightsError, DatasetNotFoundError, ImageReadError, CaptionFileError, ConfigValueError)
 
 
 def _register_classes() -> None:

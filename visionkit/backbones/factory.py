@@ -6,6 +6,8 @@ Nothing is downloaded unless ``pretrained=True``; local weights come in through
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,23 @@ def open_clip_arch(spec: str) -> str:
     return spec.partition("/")[0]
 
 
+class _DropRandomInitWarning(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded" warning: random init is what was asked for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init():
+    root, drop = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def _create_open_clip(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     import open_clip
 
@@ -92,7 +111,8 @@ def _create_open_clip(spec: str, pretrained: bool, **kwargs: Any) -> nn.Module:
             f"backbone '{OPEN_CLIP_PREFIX}{spec}': pretrained=True needs a tag, e.g. '{OPEN_CLIP_PREFIX}{arch}/<tag>' with one of {tags}"
         )
     try:
-        return open_clip.create_model(arch, pretrained=tag if pretrained else None, **kwargs)
+        with _quiet_random_init():
+            return open_clip.create_model(arch, pretrained=tag if pretrained else None, **kwargs)
     except RuntimeError as err:
         if pretrained and "download" in str(err).lower():
             raise _offline_error(OPEN_CLIP_PREFIX + spec, err) from err

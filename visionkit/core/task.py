@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
@@ -14,6 +15,9 @@ from torchmetrics import MetricCollection
 from visionkit.core.params import ParameterCount, param_groups, parameter_report
 
 STAGES = ("train", "val", "test")
+
+# Tuners keep frozen parts in eval mode on purpose (BatchNorm statistics, dropout, drop-path).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 class VisionTask(pl.LightningModule, ABC):

@@ -95,6 +95,21 @@ def _run_arms(
     return rows
 
 
+def _arm_builders(table: dict[str, tuple[str, dict[str, Any]]], arms: Sequence[str], **common: Any) -> dict[str, Callable[[], Any]]:
+    """``arm -> () -> task`` for the chosen arms of ``table`` (``arm -> (class path, kwargs)``)."""
+    from visionkit.core.trainer import import_class
+
+    unknown = [a for a in arms if a not in table]
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; choose from {list(table)}")
+
+    def builder(arm: str) -> Callable[[], Any]:
+        path, kwargs = table[arm]
+        return lambda: import_class(path)(**common, **kwargs)
+
+    return {a: builder(a) for a in arms}
+
+
 def _write(rows: list[dict[str, Any]], out_dir: Path, name: str, metric: str, metric_label: str, title: str) -> None:
     import matplotlib
 
@@ -159,22 +174,14 @@ def classification_transfer(
     images, 300 validation and 297 test images (a fixed split). Every arm starts from the same
     asset weights, sees the same batches and is tested after its last epoch.
     """
-    from visionkit.core.trainer import import_class
     from visionkit.data.datamodules import DigitsDataModule
-
-    unknown = [a for a in arms if a not in CLASSIFICATION_ARMS]
-    if unknown:
-        raise ValueError(f"unknown arm(s) {unknown}; choose from {list(CLASSIFICATION_ARMS)}")
 
     def make_data():
         return DigitsDataModule(num_train=num_train, num_val=300, num_test=297, batch_size=64, image_size=32, seed=seed)
 
-    def builder(arm: str):
-        path, kwargs = CLASSIFICATION_ARMS[arm]
-        return lambda: import_class(path)(asset=asset, num_classes=10, image_size=32, warmup_epochs=1.0, **kwargs)
-
     out = Path(out_dir)
-    rows = _run_arms({a: builder(a) for a in arms}, make_data, epochs, seed, out, "full", progress)
+    builders = _arm_builders(CLASSIFICATION_ARMS, arms, asset=asset, num_classes=10, image_size=32, warmup_epochs=1.0)
+    rows = _run_arms(builders, make_data, epochs, seed, out, "full", progress)
     _write(rows, out, "classification", "test_acc", "test accuracy",
            f"{asset} -> digits ({num_train} train images, {epochs} epochs, seed {seed})")
     return rows
@@ -208,12 +215,7 @@ def retrieval_transfer(
     ``num_train`` training pairs and 500 validation / 500 test pairs (one caption per image, so
     R@1 is over 500 candidates).
     """
-    from visionkit.core.trainer import import_class
     from visionkit.data.datamodules import SyntheticCaptionsDataModule
-
-    unknown = [a for a in arms if a not in RETRIEVAL_ARMS]
-    if unknown:
-        raise ValueError(f"unknown arm(s) {unknown}; choose from {list(RETRIEVAL_ARMS)}")
 
     def make_data():
         return SyntheticCaptionsDataModule(
@@ -221,12 +223,9 @@ def retrieval_transfer(
             image_size=32, seed=seed,
         )
 
-    def builder(arm: str):
-        path, kwargs = RETRIEVAL_ARMS[arm]
-        return lambda: import_class(path)(asset=asset, image_size=32, warmup_epochs=1.0, **kwargs)
-
     out = Path(out_dir)
-    rows = _run_arms({a: builder(a) for a in arms}, make_data, epochs, seed, out, "full", progress)
+    builders = _arm_builders(RETRIEVAL_ARMS, arms, asset=asset, image_size=32, warmup_epochs=1.0)
+    rows = _run_arms(builders, make_data, epochs, seed, out, "full", progress)
     _write(rows, out, "retrieval", "test_rsum", "test rsum (R@1+5+10, both ways)",
            f"{asset} -> captions with positions ({num_train} pairs, {epochs} epochs, seed {seed})")
     return rows

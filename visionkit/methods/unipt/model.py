@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from visionkit.backbones.intermediates import get_intermediates
+from visionkit.backbones.intermediates import Intermediates, get_intermediates
 from visionkit.tuners import SideTuner
 
 __all__ = [
@@ -271,6 +271,22 @@ def _with_prefix(features: Tensor, prefix: Tensor | None) -> Tensor:
     return features if prefix is None else torch.cat([prefix, features], dim=1)
 
 
+def _read_image_tokens(model: nn.Module, x: Tensor, what: str) -> Intermediates:
+    """Embedding + every block output (NLC, prefix tokens apart) in one pass, or a one-line UniPTError."""
+    try:
+        return get_intermediates(model, x, indices=None, output_fmt="NLC", prefix_tokens=True, include_embedding=True)
+    except (ValueError, AssertionError, RuntimeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UniPTError(f"UniPT cannot read {what}: {first}") from err
+
+
+def _token_states(inter: Intermediates) -> list[Tensor]:
+    """``h_0..h_L`` with the prefix tokens put back in front: ``[embedding, block_1, ..., block_L]``."""
+    prefix = inter.prefix or [None] * len(inter.features)
+    states = [_with_prefix(inter.embedding, inter.embedding_prefix)]
+    return states + [_with_prefix(f, p) for f, p in zip(inter.features, prefix, strict=True)]
+
+
 def _describe(backbone: nn.Module) -> str:
     cfg = getattr(backbone, "pretrained_cfg", None) or {}
     return f"'{cfg['architecture']}'" if cfg.get("architecture") else type(backbone).__name__
@@ -287,14 +303,8 @@ def vit_hidden_states(backbone: nn.Module, x: Tensor) -> HiddenStates:
             f"UniPT needs a timm ViT-style backbone whose block token outputs can be read "
             f"(VisionTransformer, DeiT, ...); {_describe(backbone)} has no token layers"
         )
-    try:
-        inter = get_intermediates(backbone, x, indices=None, output_fmt="NLC", prefix_tokens=True, include_embedding=True)
-    except (ValueError, AssertionError, RuntimeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UniPTError(f"UniPT cannot read the intermediate layers of {_describe(backbone)}: {first}") from err
-    prefix = inter.prefix or [None] * len(inter.features)
-    states = [_with_prefix(inter.embedding, inter.embedding_prefix)]
-    states += [_with_prefix(f, p) for f, p in zip(inter.features, prefix, strict=True)]
+    inter = _read_image_tokens(backbone, x, f"the intermediate layers of {_describe(backbone)}")
+    states = _token_states(inter)
     pooled = backbone.forward_head(inter.final, pre_logits=True)
     has_cls = bool(getattr(backbone, "cls_token", None) is not None) and getattr(backbone, "global_pool", "token") == "token"
     position = torch.zeros(len(x), dtype=torch.long, device=x.device) if has_cls else None
@@ -343,14 +353,8 @@ def open_clip_hidden_states(model: nn.Module, x: Tensor, tower: Literal["image",
         UniPTError: the tower has no readable transformer layers (e.g. a ModifiedResNet image tower).
     """
     if tower == "image":
-        try:
-            inter = get_intermediates(model, x, tower="image", output_fmt="NLC", include_embedding=True)
-        except (ValueError, AssertionError, RuntimeError) as err:
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise UniPTError(f"UniPT cannot read the image tower of {type(model).__name__}: {first}") from err
-        prefix = inter.prefix or [None] * len(inter.features)
-        states = [_with_prefix(inter.embedding, inter.embedding_prefix)]
-        states += [_with_prefix(f, p) for f, p in zip(inter.features, prefix, strict=True)]
+        inter = _read_image_tokens(model, x, f"the image tower of {type(model).__name__}")
+        states = _token_states(inter)
         visual = model.visual
         has_cls = getattr(visual, "class_embedding", None) is not None and getattr(visual, "pool_type", "tok") == "tok"
         position = torch.zeros(len(x), dtype=torch.long, device=x.device) if has_cls else None

@@ -23,13 +23,13 @@ def layer_weight_chart(weights: Tensor, title: str) -> Tensor:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    w = weights.float().cpu()
+    w = weights.float().cpu().numpy()
     fig, ax = plt.subplots(figsize=(5, 2.6))
-    x = torch.arange(w.shape[1])
+    x = list(range(w.shape[1]))
     ax.bar(x, w.mean(0), color="tab:blue", label="mean over images")
-    ax.scatter(x.repeat(len(w)), w.flatten(), s=6, color="black", alpha=0.4, label="per image")
+    ax.scatter(x * len(w), w.flatten(), s=6, color="black", alpha=0.4, label="per image")
     ax.axhline(1.0 / w.shape[1], color="grey", linestyle="--", linewidth=0.8, label="uniform")
-    ax.set_xticks(x, ["emb" if i == 0 else str(i) for i in x.tolist()], fontsize=7)
+    ax.set_xticks(x, ["emb" if i == 0 else str(i) for i in x], fontsize=7)
     ax.set_xlabel("hidden state (0 = embedding, l = block l)")
     ax.set_ylabel("confidence π")
     ax.set_title(title, fontsize=9)
