@@ -7,7 +7,8 @@
 Classification: the tiny ViT pretrained on SyntheticShapes (``assets/shapes_test_vit``) moved
 to digits by a linear probe, full fine-tuning, LoRA and UniPT. Retrieval: the tiny open_clip
 model pretrained on colour+shape captions (``assets/clip_shapes_tiny``) moved to captions that
-also state the position: frozen zero-shot, projection-only, full fine-tuning and UniPT.
+also state the position: frozen zero-shot, projection-only and UniPT (``--arms`` adds ``full``
+fine-tuning and ``unipt_global``, the CLIP4Clip variant).
 
 Each run writes a new ``<out>/run_NNN`` folder (nothing is overwritten) holding one Lightning
 log folder per arm, ``<demo>.json`` and ``<demo>.png``, and prints a markdown table.
@@ -25,8 +26,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo", choices=(*DEMOS, "both"), default="both")
     p.add_argument("--arms", default=None, help="comma-separated arms (default: every arm of the demo)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per arm (default: classification 15, retrieval 10)")
-    p.add_argument("--num-train", type=int, default=None, help="training images/pairs (default: 500 / 2000)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per arm (default: classification 15, retrieval 30)")
+    p.add_argument("--num-train", type=int, default=None, help="training images/pairs (default: 500 / 4000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/unipt_transfer", help="parent of the run_NNN folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from visionkit.methods.unipt.demo import (
         CLASSIFICATION_ARMS,
+        DEFAULT_RETRIEVAL_ARMS,
         RETRIEVAL_ARMS,
         classification_transfer,
         markdown,
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     demos = DEMOS if args.demo == "both" else (args.demo,)
     known = {"classification": CLASSIFICATION_ARMS, "retrieval": RETRIEVAL_ARMS}
+    defaults = {"classification": tuple(CLASSIFICATION_ARMS), "retrieval": DEFAULT_RETRIEVAL_ARMS}
     if args.arms is not None:
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
         valid = {a for d in demos for a in known[d]}
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(err))
     out = new_run_dir(args.out)
     for demo in demos:
-        chosen = [a for a in (arms if args.arms else known[demo]) if a in known[demo]]
+        chosen = [a for a in (arms if args.arms else defaults[demo]) if a in known[demo]]
         if not chosen:
             continue
         run = classification_transfer if demo == "classification" else retrieval_transfer

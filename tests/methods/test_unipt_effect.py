@@ -32,7 +32,7 @@ def test_classification_transfer_unipt_beats_the_linear_probe(tmp_path):
 
 
 def test_retrieval_transfer_unipt_beats_zero_shot(tmp_path):
-    rows = retrieval_transfer(epochs=10, seed=0, out_dir=tmp_path, progress=False)
+    rows = retrieval_transfer(epochs=30, seed=0, out_dir=tmp_path, progress=False)
     print("\n" + markdown(rows, ["test_i2t_r1", "test_t2i_r1", "test_rsum"]))
     arms = by_arm(rows)
     unipt, zero = arms["unipt"], arms["zero_shot"]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from visionkit.data.datamodules.base import SPLITS, VisionDataModule
 from visionkit.data.datamodules.synthetic_shapes import SPLIT_SEED_OFFSET
+from visionkit.data.datasets.base import InMemoryCache
 from visionkit.data.datasets.captions import CaptionCSV, KarpathyCaptions
 from visionkit.data.datasets.synthetic_captions import ATTRIBUTES, SyntheticCaptionedShapes
 
@@ -33,6 +34,7 @@ class SyntheticCaptionsDataModule(CaptionDataModule):
         templates: ``"plain"`` or ``"varied"`` caption templates.
         num_train, num_val, num_test: split sizes (images; one caption each).
         num_shapes, num_colours: how many shapes and colours to draw from (1 to 8).
+        cache: keep the drawn items in memory (each split is drawn once, not every epoch).
         batch_size, num_workers, image_size, seed: see :class:`VisionDataModule`.
     """
 
@@ -45,6 +47,7 @@ class SyntheticCaptionsDataModule(CaptionDataModule):
         num_test: int = 500,
         num_shapes: int = 8,
         num_colours: int = 8,
+        cache: bool = True,
         batch_size: int = 128,
         num_workers: int = 0,
         image_size: int = 32,
@@ -55,15 +58,16 @@ class SyntheticCaptionsDataModule(CaptionDataModule):
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
         self.describe, self.templates = describe, templates
-        self.num_shapes, self.num_colours = num_shapes, num_colours
+        self.num_shapes, self.num_colours, self.cache = num_shapes, num_colours, cache
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.dataset("val")  # validates the arguments now, not at setup time
 
-    def build_dataset(self, split: str) -> SyntheticCaptionedShapes:
-        return SyntheticCaptionedShapes(
+    def build_dataset(self, split: str) -> SyntheticCaptionedShapes | InMemoryCache:
+        data = SyntheticCaptionedShapes(
             self.sizes[split], self.image_size, self.seed + SPLIT_SEED_OFFSET[split], self.describe,
             self.num_shapes, self.num_colours, self.templates,
         )
+        return InMemoryCache(data) if self.cache else data
 
 
 class CaptionCSVDataModule(CaptionDataModule):

@@ -140,10 +140,10 @@ class UniPTRetrievalTask(RetrievalTask):
     Args:
         backbone, pretrained, checkpoint_path, asset, image_size, normalize_input: the open_clip
             model, as in :class:`~visionkit.tasks.RetrievalTask`.
-        reduction: ``r`` (``M = E / r``; the CLIP4Clip code uses 1).
-        variant: ``"global"`` (CLIP4Clip: embedding = frozen embedding + UniPT correction; the
-            pooled embedding is the query) or ``"token"`` (VSE∞: the last layer's tokens are the
-            queries; the embedding is UniPT's output at the class / end-of-text token).
+        reduction: ``r`` (``M = E / r``).
+        variant: ``"token"`` (VSE∞: the last layer's tokens are the queries; the embedding is
+            UniPT's output at the class / end-of-text token) or ``"global"`` (CLIP4Clip: embedding =
+            frozen embedding + UniPT correction; the pooled embedding is the query).
         towers: ``"both"``, ``"image"`` or ``"text"``: which towers get UniPT (the other stays frozen).
         loss, margin, mean_violation_epochs, lr, weight_decay, optimizer, momentum, scheduler,
             warmup_epochs: see :class:`~visionkit.tasks.RetrievalTask`.
@@ -158,7 +158,7 @@ class UniPTRetrievalTask(RetrievalTask):
         image_size: int | None = None,
         normalize_input: bool = False,
         reduction: int = 1,
-        variant: Literal["token", "global"] = "global",
+        variant: Literal["token", "global"] = "token",
         towers: Literal["both", "image", "text"] = "both",
         loss: Literal["contrastive", "triplet"] = "contrastive",
         margin: float = 0.2,
