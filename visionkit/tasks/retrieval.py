@@ -16,7 +16,7 @@ from visionkit.metrics import ImageTextRecall
 from visionkit.tuners import BaseTuner
 from visionkit.utils.viz import annotate
 
-__all__ = ["RetrievalTask", "clip_contrastive_loss", "hinge_triplet_loss", "projection_parameters"]
+__all__ = ["RetrievalTask", "clip_contrastive_loss", "hinge_triplet_loss", "open_clip_image_size", "projection_parameters"]
 
 
 def _positives(image_ids: Tensor) -> Tensor:
@@ -54,6 +54,12 @@ def hinge_triplet_loss(image_emb: Tensor, text_emb: Tensor, margin: float = 0.2,
     if max_violation:
         return cost_text.max(1).values.sum() + cost_image.max(0).values.sum()
     return cost_text.sum() + cost_image.sum()
+
+
+def open_clip_image_size(model: nn.Module) -> int | None:
+    """Input side in pixels of an open_clip model's image tower (``None`` when it does not say)."""
+    size = getattr(getattr(model, "visual", None), "image_size", None)
+    return int(size[0] if isinstance(size, (tuple, list)) else size) if size is not None else None
 
 
 def projection_parameters(model: nn.Module) -> list[str]:
@@ -136,9 +142,8 @@ class RetrievalTask(VisionTask):
     def configure_models(self) -> None:
         hp = self.hparams
         clip = self.build_network()
-        size = getattr(getattr(clip, "visual", None), "image_size", None)
-        size = size[0] if isinstance(size, (tuple, list)) else size
-        if hp.image_size is not None and size is not None and int(size) != hp.image_size:
+        size = open_clip_image_size(clip)
+        if hp.image_size is not None and size is not None and size != hp.image_size:
             raise ValueError(f"image_size {hp.image_size} does not match the open_clip model's input size {size}; set the data's image_size to {size}")
         self.tokenizer = _tokenizer(clip, hp.asset or hp.backbone)
         self.normalize = input_normalization(clip) if hp.normalize_input else nn.Identity()

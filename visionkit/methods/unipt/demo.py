@@ -67,7 +67,7 @@ def _fit_and_test(task: Any, datamodule: Any, epochs: int, out_dir: Path, name: 
 def _run_arms(
     arms: dict[str, Callable[[], Any]],
     make_data: Callable[[], Any],
-    epochs: int | dict[str, int],
+    epochs: int,
     seed: int,
     out_dir: Path,
     reference: str | Callable[[], Any],
@@ -84,11 +84,10 @@ def _run_arms(
         datamodule.setup("fit")
         batch = next(iter(datamodule.train_dataloader()))
         memory = _memory(task, batch)
-        n_epochs = epochs[name] if isinstance(epochs, dict) else epochs
-        metrics, seconds = _fit_and_test(task, datamodule, n_epochs, out_dir, name, task.monitor, task.mode, progress)
+        metrics, seconds = _fit_and_test(task, datamodule, epochs, out_dir, name, task.monitor, task.mode, progress)
         count = task.parameter_report()
         rows.append({
-            "arm": name, "epochs": n_epochs, "lr": float(task.hparams.lr), **metrics,
+            "arm": name, "epochs": epochs, "lr": float(task.hparams.lr), **metrics,
             "trainable_params": count.trainable, "all_params": count.total, **memory, "train_seconds": seconds,
         })
     if callable(reference):

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from visionkit.methods.unipt.model import UniPTClassifier, UniPTTower, vit_hidden_states
 from visionkit.tasks.classification import ClassificationTask
-from visionkit.tasks.retrieval import RetrievalTask
+from visionkit.tasks.retrieval import RetrievalTask, open_clip_image_size
 from visionkit.utils.viz import figure_to_tensor, overlay
 
 __all__ = ["UniPTRetrievalTask", "UniPTTask"]
@@ -183,8 +183,7 @@ class UniPTRetrievalTask(RetrievalTask):
         super().configure_models()
         hp = self.hparams
         clip = self.clip
-        size = getattr(clip.visual, "image_size", 224)
-        size = size[0] if isinstance(size, (tuple, list)) else int(size)
+        size = open_clip_image_size(clip) or 224
         images = torch.zeros(1, 3, size, size)
         tokens = self.tokenizer(["a photo"])
         self.image_unipt = UniPTTower(clip, "image", images, hp.reduction, hp.variant) if hp.towers != "text" else None
