@@ -147,11 +147,13 @@ class RetrievalTask(VisionTask):
             raise ValueError(f"image_size {hp.image_size} does not match the open_clip model's input size {size}; set the data's image_size to {size}")
         self.tokenizer = _tokenizer(clip, hp.asset or hp.backbone)
         self.normalize = input_normalization(clip) if hp.normalize_input else nn.Identity()
-        if hp.tune == "full":
+        # subclasses without a ``tune`` argument (their own side networks) keep the model frozen
+        tune = hp.get("tune", "frozen")
+        if tune == "full":
             self.model = clip
         else:
-            trainable = projection_parameters(clip) if hp.tune == "projection" else ()
-            if hp.tune == "projection" and not trainable:
+            trainable = projection_parameters(clip) if tune == "projection" else ()
+            if tune == "projection" and not trainable:
                 raise BackboneError(f"{type(clip).__name__} has no output projection to tune (tune='projection')")
             self.model = BaseTuner(clip, trainable=trainable)
 
