@@ -12,7 +12,8 @@ import pytest
 
 from visionkit.methods.unipt.demo import classification_transfer, markdown, retrieval_transfer
 
-pytestmark = pytest.mark.slow
+# each demo trains several arms for minutes: more room than the suite's 600 s per-test guard
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def by_arm(rows):
