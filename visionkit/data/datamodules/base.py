@@ -14,6 +14,15 @@ from visionkit.data.samplers import EpochSeededSampler
 SPLITS = ("train", "val", "test")
 
 
+def split_sizes(num_train: int, num_val: int, num_test: int) -> dict[str, int]:
+    """``{"train": num_train, "val": num_val, "test": num_test}``, each checked to be a positive integer."""
+    sizes = {"train": num_train, "val": num_val, "test": num_test}
+    for split, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"num_{split} must be a positive integer, got {value}")
+    return sizes
+
+
 class VisionDataModule(pl.LightningDataModule, ABC):
     """Base datamodule. Subclasses set ``num_classes``, ``in_channels`` and ``image_size`` in
     ``__init__`` (the CLI links them into the task before ``setup`` runs) and implement

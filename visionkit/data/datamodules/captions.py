@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from visionkit.data.datamodules.base import SPLITS, VisionDataModule
+from visionkit.data.datamodules.base import SPLITS, VisionDataModule, split_sizes
 from visionkit.data.datamodules.synthetic_shapes import SPLIT_SEED_OFFSET
 from visionkit.data.datasets.base import InMemoryCache
 from visionkit.data.datasets.captions import CaptionCSV, KarpathyCaptions
@@ -54,12 +54,9 @@ class SyntheticCaptionsDataModule(CaptionDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, image_size, seed)
-        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-            if value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
         self.describe, self.templates = describe, templates
         self.num_shapes, self.num_colours, self.cache = num_shapes, num_colours, cache
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.sizes = split_sizes(num_train, num_val, num_test)
         self.dataset("val")  # validates the arguments now, not at setup time
 
     def build_dataset(self, split: str) -> SyntheticCaptionedShapes | InMemoryCache:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from visionkit.data.datamodules.base import VisionDataModule
+from visionkit.data.datamodules.base import VisionDataModule, split_sizes
 from visionkit.data.datasets.synthetic_shapes import SyntheticMultiShapes, SyntheticShapes
 
 #: Offsets that keep the splits' per-index random streams apart.
@@ -33,11 +33,8 @@ class SyntheticShapesDataModule(VisionDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, image_size, seed)
-        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-            if value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
         self.num_classes = num_classes
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.sizes = split_sizes(num_train, num_val, num_test)
         self.min_scale, self.max_scale = min_scale, max_scale
         self.build_dataset("val")  # validates the arguments now, not at setup time
 
