@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from visionkit.errors import exit_on_user_error
+
 PROG = "lime_masking_analysis"
 FILLS = ["layer", "grey", "black", "blur"]
 
@@ -327,27 +329,14 @@ def run(args: argparse.Namespace) -> Path:
     return out
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from visionkit.backbones.factory import BackboneError
-    from visionkit.core.weights import WeightsError
-    from visionkit.data.errors import DatasetNotFoundError, ImageReadError
-    from visionkit.methods.layer_masking import LayerMaskingError, UnsupportedLayerError
-
-    return (BackboneError, WeightsError, DatasetNotFoundError, ImageReadError, LayerMaskingError,
-            UnsupportedLayerError, FileNotFoundError, FileExistsError, ValueError)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+    """Entry point; returns the exit code (2 on bad input, with one ``error:`` line)."""
     args = parse_args(argv)
     try:
-        run(args)
-    except _user_errors() as err:
-        if os.environ.get("VISIONKIT_DEBUG"):
-            raise
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
+        with exit_on_user_error(PROG, extra=(FileNotFoundError, FileExistsError, ValueError)):
+            run(args)
+    except SystemExit as exit_:
+        return int(exit_.code)
     return 0
 
 

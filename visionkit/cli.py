@@ -5,11 +5,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 from visionkit import __version__
+from visionkit.errors import ConfigValueError, VisionkitError, exit_on_user_error
 
 TOP_HELP = f"""usage: visionkit [-h] [--version] {{fit,validate,test,predict}} ...
 
@@ -80,17 +80,13 @@ def _build_cli_class() -> type:
                 super().instantiate_classes()
             except (ValueError, TypeError, OSError) as err:
                 root = _root_cause(err)
-                if isinstance(root, _user_errors()):
+                if isinstance(root, VisionkitError):
                     raise root from err
                 if isinstance(root, (ValueError, TypeError)):
                     raise ConfigValueError(str(root)) from err
                 raise
 
     return VisionKitCLI
-
-
-class ConfigValueError(ValueError):
-    """A configured value that a task, datamodule or callback rejected while being built."""
 
 
 def _root_cause(err: BaseException) -> BaseException:
@@ -101,7 +97,7 @@ def _root_cause(err: BaseException) -> BaseException:
     seen = set()
     while id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, _user_errors()):
+        if isinstance(err, VisionkitError):
             return err
         nxt = err.__cause__ or err.__context__
         if nxt is None:
@@ -128,14 +124,6 @@ def _pin_logger_version(loggers: Any, default_name: str) -> None:
         for a in args:
             if a.get("version") is None and a.get("save_dir") == first["save_dir"] and a.get("name") == first["name"]:
                 a["version"] = version
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from visionkit.backbones.factory import BackboneError
-    from visionkit.core.weights import WeightsError
-    from visionkit.data.errors import CaptionFileError, DatasetNotFoundError, ImageReadError
-
-    return (BackboneError, WeightsError, DatasetNotFoundError, ImageReadError, CaptionFileError, ConfigValueError)
 
 
 def _register_classes() -> None:
@@ -178,14 +166,8 @@ def main(args: list[str] | None = None) -> None:
     if argv == ["--version"]:
         print(f"visionkit {__version__}")
         return
-    errors = _user_errors()
-    try:
+    with exit_on_user_error("visionkit"):
         cli(args)
-    except errors as err:
-        if os.environ.get("VISIONKIT_DEBUG"):
-            raise
-        print(f"visionkit: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ from typing import Any
 from torch import nn
 
 from visionkit.core.weights import load_weights
+from visionkit.errors import VisionkitError
 
 OPEN_CLIP_PREFIX = "open_clip:"
 
 
-class BackboneError(ValueError):
+class BackboneError(VisionkitError, ValueError):
     """A backbone name, option or weight source that cannot be used."""
 
 

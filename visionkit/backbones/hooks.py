@@ -23,6 +23,8 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from visionkit.errors import VisionkitError
+
 __all__ = [
     "ActivationEditor",
     "ActivationRecorder",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 
-class ModuleNameError(ValueError):
+class ModuleNameError(VisionkitError, ValueError):
     """A module name that is not in the model."""
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from visionkit.errors import VisionkitError
+
 #: Prefixes stripped from state-dict keys so Lightning and DDP checkpoints load into a bare model.
 STRIP_PREFIXES = ("module.", "model.", "backbone.", "base_model.", "_orig_mod.")
 
 
-class WeightsError(ValueError):
+class WeightsError(VisionkitError, ValueError):
     """A weight file could not be read or does not fit the model."""
 
 

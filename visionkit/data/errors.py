@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from visionkit.errors import VisionkitError
 
-class DatasetNotFoundError(FileNotFoundError):
+
+class DatasetNotFoundError(VisionkitError, FileNotFoundError):
     """A dataset root is missing or holds no usable files.
 
     Args:
@@ -20,7 +22,7 @@ class DatasetNotFoundError(FileNotFoundError):
         super().__init__(f"{name} root '{root}' {reason}; expected layout: {layout}")
 
 
-class ImageReadError(OSError):
+class ImageReadError(VisionkitError, OSError):
     """An image file that cannot be decoded."""
 
     def __init__(self, path: str | Path, err: Exception) -> None:
@@ -29,7 +31,7 @@ class ImageReadError(OSError):
         super().__init__(f"unreadable image '{path}': {first}")
 
 
-class CaptionFileError(ValueError):
+class CaptionFileError(VisionkitError, ValueError):
     """A caption file (CSV or JSON) that is malformed or names a missing image, in one line.
 
     Args:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from visionkit.errors import VisionkitError
 from visionkit.methods.layer_masking.layers import (
     FILLS,
     LayerMaskingError,
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 
-class UnsupportedLayerError(TypeError):
+class UnsupportedLayerError(VisionkitError, TypeError):
     """A module that layer masking has no rule for (the message names its path and type)."""
 
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from visionkit.errors import VisionkitError
+
 __all__ = [
     "FILLS",
     "GAP_EPS",
@@ -54,7 +56,7 @@ GAP_EPS = 1e-8
 PARTIAL_EPS = 1e-8
 
 
-class LayerMaskingError(ValueError):
+class LayerMaskingError(VisionkitError, ValueError):
     """A keep mask or a masked forward that layer masking cannot handle (one-line message)."""
 
 

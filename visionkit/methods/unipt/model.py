@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from visionkit.backbones.intermediates import Intermediates, get_intermediates
+from visionkit.errors import VisionkitError
 from visionkit.tuners import SideTuner
 
 __all__ = [
@@ -43,7 +44,7 @@ Variant = Literal["token", "global"]
 EPS = 1e-6
 
 
-class UniPTError(ValueError):
+class UniPTError(VisionkitError, ValueError):
     """A backbone or input UniPT cannot work with (one line, naming it)."""
 
 
