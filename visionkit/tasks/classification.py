@@ -1,8 +1,10 @@
-"""``ClassificationTask``: fine-tune a timm backbone in full, as a linear probe, or with LoRA."""
+"""``ClassifierBase`` (backbone, loss, metric and panels of every classifier task) and ``ClassificationTask``
+(fine-tune in full, as a linear probe, or with LoRA)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from abc import abstractmethod
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,11 +19,17 @@ from visionkit.tuners import BaseTuner, LoRATuner
 from visionkit.utils.viz import annotate
 
 
-class ClassificationTask(VisionTask):
-    """Image classification with a timm backbone; the baseline for every method.
+class ClassifierBase(VisionTask):
+    """A timm image classifier: the backbone arguments, cross-entropy, accuracy and prediction panels.
+
+    Every classification task derives from it and declares only its own arguments; the backbone
+    and optimisation arguments below come from here and from :class:`VisionTask`. A subclass
+    implements :meth:`adapt` (how the built network is tuned) and may override
+    :meth:`build_network` (where the weights come from, or a rewrite of the layers).
 
     Args:
-        backbone: timm model name (``test_resnet``, ``resnet18``, ``vit_small_patch16_224``, ...).
+        backbone: timm model name (``test_resnet``, ``resnet18``, ``vit_small_patch16_224``, ...);
+            ``None``: the task's ``default_backbone``.
         backbone_kwargs: extra ``timm.create_model`` arguments (``img_size``, ``patch_size``, ...).
         pretrained: fetch hub weights (needs network); prefer ``checkpoint_path`` offline.
         checkpoint_path: local ``.safetensors``/``.pth`` weights; a classifier of another size is re-initialised.
@@ -32,21 +40,18 @@ class ClassificationTask(VisionTask):
         image_size: input side in pixels (linked from the datamodule); sets ``img_size`` of ViTs.
         normalize_input: apply the backbone's mean/std (``pretrained_cfg``) to the [0, 1] images;
             turn it on for ImageNet-style hub or local weights.
-        finetune: ``"full"`` (every weight), ``"linear"`` (frozen backbone and BatchNorm
-            statistics, trained classifier) or ``"lora"`` (peft LoRA adapters + classifier).
-        lora_r: LoRA rank.
-        lora_alpha: LoRA scale numerator.
-        lora_targets: module names to adapt; default: ``qkv`` of ViTs, else every Linear/Conv2d.
         label_smoothing: cross-entropy label smoothing.
-        lr, weight_decay, optimizer, momentum, scheduler, warmup_epochs: see :class:`VisionTask`.
+        **kwargs: optimisation arguments of :class:`VisionTask` (``lr``, ``weight_decay``, ...).
     """
 
     monitor = "val_acc"
     mode = "max"
+    #: the timm model used when ``backbone`` is not given.
+    default_backbone: ClassVar[str] = "test_resnet"
 
     def __init__(
         self,
-        backbone: str = "test_resnet",
+        backbone: str | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
         pretrained: bool = False,
         checkpoint_path: str | None = None,
@@ -55,31 +60,20 @@ class ClassificationTask(VisionTask):
         in_channels: int = 3,
         image_size: int | None = None,
         normalize_input: bool = False,
-        finetune: Literal["full", "linear", "lora"] = "full",
-        lora_r: int = 8,
-        lora_alpha: float = 16.0,
-        lora_targets: list[str] | None = None,
         label_smoothing: float = 0.0,
-        lr: float = 1.0e-3,
-        weight_decay: float = 0.05,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
-        momentum: float = 0.9,
-        scheduler: Literal["cosine", "none"] = "cosine",
-        warmup_epochs: float = 1.0,
+        **kwargs: Any,
     ) -> None:
-        if finetune not in ("full", "linear", "lora"):
-            raise ValueError(f"finetune must be 'full', 'linear' or 'lora', got '{finetune}'")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         if asset and (checkpoint_path or pretrained):
             raise ValueError(f"{type(self).__name__}: give asset, checkpoint_path or pretrained=True, not several")
-        super().__init__(lr, weight_decay, optimizer, momentum, scheduler, warmup_epochs)
+        backbone = backbone or self.default_backbone  # hparams record the frame's values, so the resolved name
+        super().__init__(**kwargs)
 
     def build_network(self) -> nn.Module:
-        """The timm network from ``asset``, or ``backbone`` (+ ``pretrained`` / ``checkpoint_path``), before any tuner.
+        """The timm network from ``asset``, or ``backbone`` (+ ``pretrained`` / ``checkpoint_path``), before :meth:`adapt`.
 
-        Subclasses override this to change where the weights come from or to rewrite the
-        network (e.g. convert its layers); :meth:`configure_models` then wraps it for ``finetune``.
+        Subclasses override this to rewrite the network (e.g. convert its layers).
         """
         hp = self.hparams
         if hp.get("asset"):
@@ -94,17 +88,14 @@ class ClassificationTask(VisionTask):
             **dict(hp.backbone_kwargs or {}),
         )
 
+    @abstractmethod
+    def adapt(self, net: nn.Module) -> nn.Module:
+        """Wrap the built network for training (a tuner, a side network, ...); the result is ``self.model``."""
+
     def configure_models(self) -> None:
-        hp = self.hparams
         net = self.build_network()
-        head = classifier_prefixes(net)
-        self.normalize = input_normalization(net, hp.in_channels) if hp.normalize_input else nn.Identity()
-        if hp.finetune == "linear":
-            self.model = BaseTuner(net, trainable=head)
-        elif hp.finetune == "lora":
-            self.model = LoRATuner(net, r=hp.lora_r, alpha=hp.lora_alpha, targets=hp.lora_targets, trainable=head)
-        else:
-            self.model = net
+        self.normalize = input_normalization(net, self.hparams.in_channels) if self.hparams.normalize_input else nn.Identity()
+        self.model = self.adapt(net)
 
     def configure_metrics(self) -> None:
         self.metrics = MetricCollection({"acc": MulticlassAccuracy(self.hparams.num_classes, average="micro")})
@@ -136,3 +127,38 @@ class ClassificationTask(VisionTask):
         except (AttributeError, RuntimeError, TypeError, OSError):
             return None
         return list(classes) if len(classes) == self.hparams.num_classes else None
+
+
+class ClassificationTask(ClassifierBase):
+    """Image classification with a timm backbone, fine-tuned in full, as a linear probe or with LoRA;
+    the baseline of every method.
+
+    Args:
+        finetune: ``"full"`` (every weight), ``"linear"`` (frozen backbone and BatchNorm
+            statistics, trained classifier) or ``"lora"`` (peft LoRA adapters + classifier).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scale numerator.
+        lora_targets: module names to adapt; default: ``qkv`` of ViTs, else every Linear/Conv2d.
+        **kwargs: backbone and optimisation arguments of :class:`ClassifierBase`.
+    """
+
+    def __init__(
+        self,
+        finetune: Literal["full", "linear", "lora"] = "full",
+        lora_r: int = 8,
+        lora_alpha: float = 16.0,
+        lora_targets: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if finetune not in ("full", "linear", "lora"):
+            raise ValueError(f"finetune must be 'full', 'linear' or 'lora', got '{finetune}'")
+        super().__init__(**kwargs)
+
+    def adapt(self, net: nn.Module) -> nn.Module:
+        hp = self.hparams
+        head = classifier_prefixes(net)
+        if hp.finetune == "linear":
+            return BaseTuner(net, trainable=head)
+        if hp.finetune == "lora":
+            return LoRATuner(net, r=hp.lora_r, alpha=hp.lora_alpha, targets=hp.lora_targets, trainable=head)
+        return net

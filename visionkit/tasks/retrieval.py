@@ -1,7 +1,9 @@
-"""``RetrievalTask``: image-text retrieval with an open_clip model; the baseline of retrieval methods."""
+"""``RetrievalBase`` (open_clip model, loss and recall of every retrieval task) and ``RetrievalTask``
+(the zero-shot / projection / full baseline)."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, Literal
 
 import torch
@@ -16,7 +18,7 @@ from visionkit.metrics import ImageTextRecall
 from visionkit.tuners import BaseTuner
 from visionkit.utils.viz import annotate
 
-__all__ = ["RetrievalTask", "clip_contrastive_loss", "hinge_triplet_loss", "open_clip_image_size", "projection_parameters"]
+__all__ = ["RetrievalBase", "RetrievalTask", "clip_contrastive_loss", "hinge_triplet_loss", "open_clip_image_size", "projection_parameters"]
 
 
 def _positives(image_ids: Tensor) -> Tensor:
@@ -73,13 +75,14 @@ def projection_parameters(model: nn.Module) -> list[str]:
     return names
 
 
-class RetrievalTask(VisionTask):
-    """Image-text retrieval with an open_clip model (zero-shot, projection-only or full fine-tuning).
+class RetrievalBase(VisionTask):
+    """Image-text retrieval with an open_clip model: the model arguments, the loss and the recall metrics.
 
     Batches are ``{"image": (B, 3, H, W) in [0, 1], "caption": list[str], "image_id": (B,)}``
     (see :mod:`visionkit.data.datamodules.captions`). Captions are tokenised with the model's own
     open_clip tokenizer. Metrics: recall@1/5/10 in both directions (percent) and their sum
-    ``rsum``, which picks the best checkpoint.
+    ``rsum``, which picks the best checkpoint. A subclass implements :meth:`adapt` (what trains)
+    and declares only its own arguments.
 
     Args:
         backbone: ``"open_clip:<arch>[/<tag>]"`` or ``"open_clip:<config.json>"``.
@@ -89,14 +92,12 @@ class RetrievalTask(VisionTask):
             ``checkpoint_path`` with the asset's recipe and weights.
         image_size: input side in pixels (linked from the datamodule); must equal the model's.
         normalize_input: apply the model's image mean/std to the [0, 1] images (on for hub CLIPs).
-        tune: ``"frozen"`` (zero-shot; evaluate with ``validate``/``test``), ``"projection"``
-            (only the image and text output projections train) or ``"full"``.
         loss: ``"contrastive"`` (CLIP's InfoNCE with the model's temperature) or ``"triplet"``
             (VSE's hinge ranking loss).
         margin: triplet margin.
         mean_violation_epochs: triplet: epochs summing all violations before switching to the
             hardest negative (VSE∞ uses 1).
-        lr, weight_decay, optimizer, momentum, scheduler, warmup_epochs: see :class:`VisionTask`.
+        **kwargs: optimisation arguments of :class:`VisionTask` (``lr``, ``weight_decay``, ...).
     """
 
     monitor = "val_rsum"
@@ -110,26 +111,18 @@ class RetrievalTask(VisionTask):
         asset: str | None = None,
         image_size: int | None = None,
         normalize_input: bool = False,
-        tune: Literal["frozen", "projection", "full"] = "projection",
         loss: Literal["contrastive", "triplet"] = "contrastive",
         margin: float = 0.2,
         mean_violation_epochs: int = 1,
-        lr: float = 1.0e-3,
-        weight_decay: float = 0.05,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
-        momentum: float = 0.9,
-        scheduler: Literal["cosine", "none"] = "cosine",
-        warmup_epochs: float = 1.0,
+        **kwargs: Any,
     ) -> None:
-        if tune not in ("frozen", "projection", "full"):
-            raise ValueError(f"tune must be 'frozen', 'projection' or 'full', got '{tune}'")
         if loss not in ("contrastive", "triplet"):
             raise ValueError(f"loss must be 'contrastive' or 'triplet', got '{loss}'")
         if asset and (checkpoint_path or pretrained):
             raise ValueError(f"{type(self).__name__}: give asset, checkpoint_path or pretrained=True, not several")
         if not asset and not backbone.startswith(OPEN_CLIP_PREFIX):
             raise BackboneError(f"backbone '{backbone}': retrieval needs an open_clip model, '{OPEN_CLIP_PREFIX}<arch>[/<tag>]'")
-        super().__init__(lr, weight_decay, optimizer, momentum, scheduler, warmup_epochs)
+        super().__init__(**kwargs)
 
     # ---- model ----------------------------------------------------------------------------------
     def build_network(self) -> nn.Module:
@@ -139,6 +132,10 @@ class RetrievalTask(VisionTask):
             return load_asset(hp.asset)
         return create_backbone(hp.backbone, pretrained=hp.pretrained, checkpoint_path=hp.checkpoint_path)
 
+    @abstractmethod
+    def adapt(self, clip: nn.Module) -> nn.Module:
+        """Wrap the open_clip model for training (a tuner); the result is ``self.model``."""
+
     def configure_models(self) -> None:
         hp = self.hparams
         clip = self.build_network()
@@ -147,15 +144,7 @@ class RetrievalTask(VisionTask):
             raise ValueError(f"image_size {hp.image_size} does not match the open_clip model's input size {size}; set the data's image_size to {size}")
         self.tokenizer = _tokenizer(clip, hp.asset or hp.backbone)
         self.normalize = input_normalization(clip) if hp.normalize_input else nn.Identity()
-        # subclasses without a ``tune`` argument (their own side networks) keep the model frozen
-        tune = hp.get("tune", "frozen")
-        if tune == "full":
-            self.model = clip
-        else:
-            trainable = projection_parameters(clip) if tune == "projection" else ()
-            if tune == "projection" and not trainable:
-                raise BackboneError(f"{type(clip).__name__} has no output projection to tune (tune='projection')")
-            self.model = BaseTuner(clip, trainable=trainable)
+        self.model = self.adapt(clip)
 
     @property
     def clip(self) -> nn.Module:
@@ -211,6 +200,30 @@ class RetrievalTask(VisionTask):
         ok = ids[best] == ids
         captions = [batch["caption"][int(j)] for j in best]
         return {"image_to_text": annotate(batch["image"], captions, ok, min_size=224)}
+
+
+class RetrievalTask(RetrievalBase):
+    """Image-text retrieval baseline: the open_clip model zero-shot, projection-only or fully fine-tuned.
+
+    Args:
+        tune: ``"frozen"`` (zero-shot; evaluate with ``validate``/``test``), ``"projection"``
+            (only the image and text output projections train) or ``"full"``.
+        **kwargs: model, loss and optimisation arguments of :class:`RetrievalBase`.
+    """
+
+    def __init__(self, tune: Literal["frozen", "projection", "full"] = "projection", **kwargs: Any) -> None:
+        if tune not in ("frozen", "projection", "full"):
+            raise ValueError(f"tune must be 'frozen', 'projection' or 'full', got '{tune}'")
+        super().__init__(**kwargs)
+
+    def adapt(self, clip: nn.Module) -> nn.Module:
+        tune = self.hparams.tune
+        if tune == "full":
+            return clip
+        trainable = projection_parameters(clip) if tune == "projection" else ()
+        if tune == "projection" and not trainable:
+            raise BackboneError(f"{type(clip).__name__} has no output projection to tune (tune='projection')")
+        return BaseTuner(clip, trainable=trainable)
 
 
 def _tokenizer(clip: nn.Module, name: str) -> Any:

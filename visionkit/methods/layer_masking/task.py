@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
+from visionkit.backbones.factory import classifier_prefixes
 from visionkit.methods.layer_masking.convert import convert
 from visionkit.methods.layer_masking.layers import FILLS, neighbor_pad
 from visionkit.methods.layer_masking.protocols import (
@@ -22,7 +23,7 @@ from visionkit.methods.layer_masking.protocols import (
     removal_keep,
     write_csv,
 )
-from visionkit.tasks.classification import ClassificationTask
+from visionkit.tasks.classification import ClassifierBase
 from visionkit.tuners import BaseTuner
 from visionkit.utils.viz import annotate
 
@@ -30,7 +31,7 @@ DEFAULT_FILLS = ("layer", "grey", "black", "mean", "blur")
 DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
-class LayerMaskingTask(ClassificationTask):
+class LayerMaskingTask(ClassifierBase):
     """Train (or load) a CNN classifier normally; evaluate it under masking during validate/test.
 
     The backbone is converted with :func:`~visionkit.methods.layer_masking.convert`, so
@@ -50,8 +51,6 @@ class LayerMaskingTask(ClassificationTask):
     ``<log_dir>/layer_masking/<stage>_epochNNN_{removal,leakage}.{csv,png}``.
 
     Args:
-        asset: a shipped pretrained backbone (``"shapes_test_resnet"``); replaces ``backbone``,
-            ``backbone_kwargs`` and ``checkpoint_path`` with the asset's recipe and weights.
         fill: how masked convolutions fill hidden inputs: ``neighbor`` (paper default), ``zero``, ``partial``.
         avgpool_renorm: renormalise AvgPool2d windows by their visible share (deviation from the paper).
         eval_fills: fills compared by the protocols: ``layer`` (layer masking with ``fill``),
@@ -65,20 +64,11 @@ class LayerMaskingTask(ClassificationTask):
         protocol_seed: seed of the random removal orders.
         eval_during_fit: also run the protocols in fit's validation loops (slower).
         finetune: ``full`` or ``linear`` (LoRA layers have no mask rule).
-        other arguments: see :class:`~visionkit.tasks.ClassificationTask`.
+        **kwargs: backbone and optimisation arguments of :class:`~visionkit.tasks.ClassifierBase`.
     """
 
     def __init__(
         self,
-        backbone: str = "test_resnet",
-        backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: bool = False,
-        checkpoint_path: str | None = None,
-        asset: str | None = None,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        image_size: int | None = None,
-        normalize_input: bool = False,
         finetune: Literal["full", "linear"] = "full",
         fill: Literal["neighbor", "zero", "partial"] = "neighbor",
         avgpool_renorm: bool = False,
@@ -90,25 +80,15 @@ class LayerMaskingTask(ClassificationTask):
         leakage_test: bool = True,
         protocol_seed: int = 0,
         eval_during_fit: bool = False,
-        label_smoothing: float = 0.0,
-        lr: float = 1.0e-3,
-        weight_decay: float = 0.05,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
-        momentum: float = 0.9,
-        scheduler: Literal["cosine", "none"] = "cosine",
-        warmup_epochs: float = 1.0,
+        **kwargs: Any,
     ) -> None:
         if finetune not in ("full", "linear"):
             raise ValueError(f"LayerMaskingTask: finetune must be 'full' or 'linear' (LoRA layers have no mask rule), got '{finetune}'")
         if fill not in FILLS:
             raise ValueError(f"LayerMaskingTask: fill must be one of {FILLS}, got '{fill}'")
         check_fills(eval_fills if eval_fills is not None else DEFAULT_FILLS)
-        super().__init__(
-            backbone=backbone, backbone_kwargs=backbone_kwargs, pretrained=pretrained, checkpoint_path=checkpoint_path,
-            asset=asset, num_classes=num_classes, in_channels=in_channels, image_size=image_size, normalize_input=normalize_input,
-            finetune=finetune, label_smoothing=label_smoothing, lr=lr, weight_decay=weight_decay,
-            optimizer=optimizer, momentum=momentum, scheduler=scheduler, warmup_epochs=warmup_epochs,
-        )
+        super().__init__(**kwargs)
+        num_classes = self.hparams.num_classes
         self.protocols = MaskingProtocols(
             eval_fills if eval_fills is not None else DEFAULT_FILLS,
             removal_fractions if removal_fractions is not None else DEFAULT_FRACTIONS,
@@ -122,6 +102,10 @@ class LayerMaskingTask(ClassificationTask):
         """The backbone (asset, local weights or timm), converted to layer masking in place."""
         hp = self.hparams
         return convert(super().build_network(), fill=hp.fill, avgpool_renorm=hp.avgpool_renorm)
+
+    def adapt(self, net: nn.Module) -> nn.Module:
+        """The converted network, frozen but for its classifier when ``finetune="linear"``."""
+        return BaseTuner(net, trainable=classifier_prefixes(net)) if self.hparams.finetune == "linear" else net
 
     @property
     def network(self) -> nn.Module:

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionkit.methods.unipt.model import UniPTClassifier, UniPTTower, vit_hidden_states
-from visionkit.tasks.classification import ClassificationTask
-from visionkit.tasks.retrieval import RetrievalTask, open_clip_image_size
+from visionkit.tasks.classification import ClassifierBase
+from visionkit.tasks.retrieval import RetrievalBase, open_clip_image_size
+from visionkit.tuners import BaseTuner
 from visionkit.utils.viz import figure_to_tensor, overlay
 
 __all__ = ["UniPTRetrievalTask", "UniPTTask"]
@@ -38,7 +39,7 @@ def layer_weight_chart(weights: Tensor, title: str) -> Tensor:
     return figure_to_tensor(fig)
 
 
-class UniPTTask(ClassificationTask):
+class UniPTTask(ClassifierBase):
     """UniPT (Diao et al., CVPR 2024) for image classification on any timm ViT/DeiT.
 
     The backbone is frozen, kept in eval mode and run under ``torch.no_grad()``; a UniPT side
@@ -46,63 +47,31 @@ class UniPTTask(ClassificationTask):
     UniPT and the head train, and autograd keeps nothing from inside the backbone.
 
     Args:
-        backbone, backbone_kwargs, pretrained, checkpoint_path, asset, num_classes, in_channels,
-            image_size, normalize_input: the backbone, as in :class:`~visionkit.tasks.ClassificationTask`.
         reduction: ``r``: the interaction width is ``M = embed_dim // r`` (paper default 2).
         variant: ``"token"`` (VSE∞: the last block's tokens query every earlier state) or
             ``"global"`` (CLIP4Clip: the pre-logits feature is the one query).
         readout: token variant: ``"cls"`` (class-token output; only that query row is computed)
             or ``"mean"`` (mean over all output tokens, every row computed).
         embed_dim: UniPT output width ``E`` (token variant; default: the backbone's width).
-        label_smoothing, lr, weight_decay, optimizer, momentum, scheduler, warmup_epochs: see
-            :class:`~visionkit.tasks.ClassificationTask`.
+        **kwargs: backbone and optimisation arguments of :class:`~visionkit.tasks.ClassifierBase`
+            (default backbone ``test_vit``).
     """
 
-    ignore: ClassVar[tuple[str, ...]] = ("finetune", "lora_r", "lora_alpha", "lora_targets")
+    default_backbone: ClassVar[str] = "test_vit"
 
     def __init__(
         self,
-        backbone: str = "test_vit",
-        backbone_kwargs: dict[str, Any] | None = None,
-        pretrained: bool = False,
-        checkpoint_path: str | None = None,
-        asset: str | None = None,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        image_size: int | None = None,
-        normalize_input: bool = False,
         reduction: int = 2,
         variant: Literal["token", "global"] = "token",
         readout: Literal["cls", "mean"] = "cls",
         embed_dim: int | None = None,
-        label_smoothing: float = 0.0,
-        lr: float = 1.0e-3,
-        weight_decay: float = 0.05,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
-        momentum: float = 0.9,
-        scheduler: Literal["cosine", "none"] = "cosine",
-        warmup_epochs: float = 1.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            backbone=backbone, backbone_kwargs=backbone_kwargs, pretrained=pretrained, checkpoint_path=checkpoint_path,
-            asset=asset, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-            normalize_input=normalize_input, finetune="linear", label_smoothing=label_smoothing, lr=lr,
-            weight_decay=weight_decay, optimizer=optimizer, momentum=momentum, scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-        )
+        super().__init__(**kwargs)
 
-    def configure_models(self) -> None:
+    def adapt(self, net: nn.Module) -> nn.Module:
         hp = self.hparams
-        net = self.build_network()
-        self.normalize = self._normalizer(net)
-        self.model = UniPTClassifier(
-            net, hp.num_classes, hp.reduction, hp.variant, hp.readout, hp.embed_dim, image_size=hp.image_size
-        )
-
-    def _normalizer(self, net: nn.Module) -> nn.Module:
-        from visionkit.backbones.factory import input_normalization
-
-        return input_normalization(net, self.hparams.in_channels) if self.hparams.normalize_input else nn.Identity()
+        return UniPTClassifier(net, hp.num_classes, hp.reduction, hp.variant, hp.readout, hp.embed_dim, image_size=hp.image_size)
 
     def visualize(self, batch: dict[str, Any], outputs: dict[str, Tensor] | None) -> dict[str, Tensor]:
         """Predictions, where the class-token query reads (the most trusted layer), and ``pi`` per layer."""
@@ -129,65 +98,43 @@ class UniPTTask(ClassificationTask):
         return panels
 
 
-class UniPTRetrievalTask(RetrievalTask):
+class UniPTRetrievalTask(RetrievalBase):
     """UniPT on both towers of a frozen open_clip model, for image-text retrieval.
 
     Each tower (image, text) gets its own UniPT side network reading the tower's embedding and
     every residual block output; the towers run under ``torch.no_grad()`` and in eval mode, so
     autograd keeps nothing from inside them. Everything else (captions, loss, recall metrics) is
-    :class:`~visionkit.tasks.RetrievalTask`'s.
+    :class:`~visionkit.tasks.RetrievalBase`'s.
 
     Args:
-        backbone, pretrained, checkpoint_path, asset, image_size, normalize_input: the open_clip
-            model, as in :class:`~visionkit.tasks.RetrievalTask`.
         reduction: ``r`` (``M = E / r``).
         variant: ``"token"`` (VSE∞: the last layer's tokens are the queries; the embedding is
             UniPT's output at the class / end-of-text token) or ``"global"`` (CLIP4Clip: embedding =
             frozen embedding + UniPT correction; the pooled embedding is the query).
         towers: ``"both"``, ``"image"`` or ``"text"``: which towers get UniPT (the other stays frozen).
-        loss, margin, mean_violation_epochs, lr, weight_decay, optimizer, momentum, scheduler,
-            warmup_epochs: see :class:`~visionkit.tasks.RetrievalTask`.
+        **kwargs: model, loss and optimisation arguments of :class:`~visionkit.tasks.RetrievalBase`.
     """
 
     def __init__(
         self,
-        backbone: str = "open_clip:vk_clip_tiny",
-        pretrained: bool = False,
-        checkpoint_path: str | None = None,
-        asset: str | None = None,
-        image_size: int | None = None,
-        normalize_input: bool = False,
         reduction: int = 1,
         variant: Literal["token", "global"] = "token",
         towers: Literal["both", "image", "text"] = "both",
-        loss: Literal["contrastive", "triplet"] = "contrastive",
-        margin: float = 0.2,
-        mean_violation_epochs: int = 1,
-        lr: float = 1.0e-3,
-        weight_decay: float = 0.05,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
-        momentum: float = 0.9,
-        scheduler: Literal["cosine", "none"] = "cosine",
-        warmup_epochs: float = 1.0,
+        **kwargs: Any,
     ) -> None:
         if towers not in ("both", "image", "text"):
             raise ValueError(f"towers must be 'both', 'image' or 'text', got '{towers}'")
-        super().__init__(
-            backbone=backbone, pretrained=pretrained, checkpoint_path=checkpoint_path, asset=asset,
-            image_size=image_size, normalize_input=normalize_input, tune="frozen", loss=loss, margin=margin,
-            mean_violation_epochs=mean_violation_epochs, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
-            momentum=momentum, scheduler=scheduler, warmup_epochs=warmup_epochs,
-        )
+        super().__init__(**kwargs)
 
-    def configure_models(self) -> None:
-        super().configure_models()
+    def adapt(self, clip: nn.Module) -> nn.Module:
+        """The frozen open_clip model; the UniPT towers are built beside it (``image_unipt``, ``text_unipt``)."""
         hp = self.hparams
-        clip = self.clip
         size = open_clip_image_size(clip) or 224
         images = torch.zeros(1, 3, size, size)
         tokens = self.tokenizer(["a photo"])
         self.image_unipt = UniPTTower(clip, "image", images, hp.reduction, hp.variant) if hp.towers != "text" else None
         self.text_unipt = UniPTTower(clip, "text", tokens, hp.reduction, hp.variant) if hp.towers != "image" else None
+        return BaseTuner(clip, trainable=())
 
     def parameter_report(self):
         """Trainable (UniPT) and total (open_clip + UniPT) parameters."""
