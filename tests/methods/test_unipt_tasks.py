@@ -109,17 +109,24 @@ def test_open_clip_resnet_tower_refused_through_a_json_config(tmp_path):
         UniPTRetrievalTask(backbone=f"open_clip:{path}", image_size=32)
 
 
-def test_bench_rows_are_registered():
-    import visionkit.methods.unipt.bench  # noqa: F401
-    from visionkit.memory import benchmark_builders
+def test_bench_rows_are_in_the_case_table():
+    import importlib.util
+    from pathlib import Path
 
-    builders = benchmark_builders()
-    assert {"unipt", "unipt_all_tokens"} <= set(builders)
-    model, loss_fn, optimizer = builders["unipt"](backbone="test_vit", image_size=32, num_classes=4, backbone_kwargs={"patch_size": 8})
+    from visionkit.memory.benchmark import BenchmarkConfig, build_task, task_case
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench_memory.py"
+    spec = importlib.util.spec_from_file_location("bench_memory", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert {"unipt", "unipt_all_tokens"} <= set(bench.CASES)
+    config = BenchmarkConfig(backbone="test_vit", image_size=32, num_classes=4, backbone_kwargs={"patch_size": 8})
+    model, loss_fn, optimizer = task_case(build_task(bench.CASES["unipt"], config))
     loss = loss_fn({"image": torch.rand(2, 3, 32, 32), "label": torch.tensor([0, 1])})
     loss.backward()
     optimizer.step()
-    assert model.hparams.readout == "cls"
+    assert model.hparams.readout == "cls" and model.hparams.image_size == 32
+    assert build_task(bench.CASES["unipt_all_tokens"], config).hparams.readout == "mean"
 
 
 def test_tiny_clip_helper_is_shared():

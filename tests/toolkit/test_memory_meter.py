@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from visionkit.memory import SavedTensorMeter, measure_training_step, state_bytes
+from visionkit.memory.meter import SavedTensorMeter, measure_training_step, state_bytes
 from visionkit.tuners import SideTuner
 
 from ._helpers import PooledSide, make_vit

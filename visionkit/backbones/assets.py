@@ -12,11 +12,11 @@ from typing import Any
 
 from torch import nn
 
-from visionkit.backbones.factory import create_backbone
+from visionkit.backbones.asset_files import ASSETS_DIR
+from visionkit.backbones.factory import OPEN_CLIP_PREFIX, create_backbone
 from visionkit.core.weights import WeightsError
 
-#: The repository's asset folder (present in a source checkout / editable install).
-ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
+__all__ = ["ASSETS_DIR", "asset_metadata", "asset_path", "load_asset"]
 
 
 def asset_path(name: str) -> Path:
@@ -57,8 +57,6 @@ def load_asset(name: str, **overrides: Any) -> nn.Module:
         **overrides: ``create_backbone`` arguments that replace the recipe's (e.g. ``num_classes=10``
             for a new head, which is then freshly initialised).
     """
-    from visionkit.backbones.factory import OPEN_CLIP_PREFIX
-
     meta = asset_metadata(name)
     sized = {} if meta["backbone"].startswith(OPEN_CLIP_PREFIX) else {"num_classes": meta["num_classes"], "image_size": meta["image_size"]}
     kwargs = {**sized, **meta["backbone_kwargs"], **overrides}

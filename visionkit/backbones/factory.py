@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from visionkit.backbones.asset_files import register_open_clip_configs
 from visionkit.core.weights import load_weights
 from visionkit.errors import VisionkitError
 
@@ -66,11 +67,7 @@ def open_clip_arch(spec: str) -> str:
     """
     import open_clip
 
-    from visionkit.backbones.assets import ASSETS_DIR
-
-    local = ASSETS_DIR / "open_clip"
-    if local.is_dir() and any(p.stem not in open_clip.list_models() for p in local.glob("*.json")):
-        open_clip.add_model_config(local)
+    register_open_clip_configs()
     if spec.endswith(".json"):
         path = Path(spec)
         if not path.is_file():

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import lightning.pytorch as pl
 from torch import Tensor
 
-from visionkit.memory import (
+from visionkit.memory.meter import (
     MemoryReport,
     SavedTensorMeter,
+    build_memory_report,
     cuda_peak,
     cuda_peak_start,
     model_tensors,
     optimizer_state_bytes,
-    peak_rss_bytes,
     reset_peak_rss,
     state_bytes,
 )
@@ -86,21 +87,13 @@ class ActivationMemory(pl.Callback):
         cuda_bytes = cuda_peak(pl_module.device) if self._cuda else None
         elapsed = time.perf_counter() - self._start
         state = state_bytes(None, tensors=self._tensors)
-        meter, self._meter, self._active = self._meter, None, False
-        self.last_report = MemoryReport(
-            activation_bytes=meter.bytes,
-            saved_storages=meter.count,
-            parameter_bytes=state.parameters,
-            buffer_bytes=state.buffers,
-            gradient_bytes=state.gradients if self._grad_bytes is None else self._grad_bytes,
-            optimizer_bytes=sum(optimizer_state_bytes(opt) for opt in trainer.optimizers),
-            trainable_params=state.trainable_params,
-            total_params=state.total_params,
-            peak_rss_bytes=peak_rss_bytes(),
-            cuda_max_allocated_bytes=cuda_bytes,
-            step_time_s=elapsed,
-            by_module=meter.by_module if self.per_module else None,
+        state = replace(
+            state,
+            gradients=state.gradients if self._grad_bytes is None else self._grad_bytes,
+            optimizer=sum(optimizer_state_bytes(opt) for opt in trainer.optimizers),
         )
+        meter, self._meter, self._active = self._meter, None, False
+        self.last_report = build_memory_report(meter, state, cuda_max_allocated_bytes=cuda_bytes, step_time_s=elapsed)
         pl_module.log_dict(self.last_report.log_values(self.prefix), on_step=True, on_epoch=False, batch_size=1)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:

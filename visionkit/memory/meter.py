@@ -12,7 +12,8 @@
   high-water mark through ``/proc/self/clear_refs``; elsewhere it is the process lifetime peak)
   and, on CUDA, ``torch.cuda.max_memory_allocated``.
 
-Pure torch; the Lightning callback is :class:`visionkit.callbacks.ActivationMemory`.
+Pure torch; the Lightning callback is :class:`visionkit.callbacks.ActivationMemory`, the
+side-by-side benchmark of methods :mod:`visionkit.memory.benchmark`.
 All sizes are in bytes unless a name ends in ``_mib`` (MiB = 2**20 bytes).
 """
 
@@ -22,7 +23,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -31,15 +32,16 @@ from torch import Tensor, nn
 
 __all__ = [
     "MIB",
-    "BenchmarkBuilder",
     "MemoryReport",
     "SavedTensorMeter",
     "StateBytes",
-    "benchmark_builders",
+    "build_memory_report",
+    "cuda_peak",
+    "cuda_peak_start",
     "measure_training_step",
     "model_tensors",
+    "optimizer_state_bytes",
     "peak_rss_bytes",
-    "register_benchmark",
     "reset_peak_rss",
     "state_bytes",
 ]
@@ -140,6 +142,11 @@ class SavedTensorMeter:
             name = self._owner.get(key, OUTSIDE)
             out[name] = out.get(name, 0) + size
         return out
+
+    @property
+    def per_module(self) -> bool:
+        """Whether saved bytes are attributed to sub-modules (``by_module``)."""
+        return self._per_module is not None
 
     def bytes_under(self, prefix: str) -> int:
         """Saved bytes attributed to module ``prefix`` and its descendants (``per_module`` only)."""
@@ -362,6 +369,34 @@ class MemoryReport:
         return values
 
 
+def build_memory_report(
+    meter: SavedTensorMeter,
+    state: StateBytes,
+    *,
+    cuda_max_allocated_bytes: int | None = None,
+    step_time_s: float | None = None,
+) -> MemoryReport:
+    """The :class:`MemoryReport` of a finished step: ``meter``'s activations, ``state``'s bytes, peak RSS now.
+
+    The one place a report is assembled (:func:`measure_training_step` and the
+    ``ActivationMemory`` callback). ``by_module`` is filled when the meter ran with ``per_module``.
+    """
+    return MemoryReport(
+        activation_bytes=meter.bytes,
+        saved_storages=meter.count,
+        parameter_bytes=state.parameters,
+        buffer_bytes=state.buffers,
+        gradient_bytes=state.gradients,
+        optimizer_bytes=state.optimizer,
+        trainable_params=state.trainable_params,
+        total_params=state.total_params,
+        peak_rss_bytes=peak_rss_bytes(),
+        cuda_max_allocated_bytes=cuda_max_allocated_bytes,
+        step_time_s=step_time_s,
+        by_module=meter.by_module if meter.per_module else None,
+    )
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device
@@ -424,46 +459,5 @@ def measure_training_step(
         optimizer.step()
     cuda_bytes = cuda_peak(device) if on_cuda else None
     elapsed = time.perf_counter() - start
-    state = state_bytes(None, optimizer, tensors)
-    return MemoryReport(
-        activation_bytes=meter.bytes,
-        saved_storages=meter.count,
-        parameter_bytes=state.parameters,
-        buffer_bytes=state.buffers,
-        gradient_bytes=grads,
-        optimizer_bytes=state.optimizer,
-        trainable_params=state.trainable_params,
-        total_params=state.total_params,
-        peak_rss_bytes=peak_rss_bytes(),
-        cuda_max_allocated_bytes=cuda_bytes,
-        step_time_s=elapsed,
-        by_module=meter.by_module if per_module else None,
-    )
-
-
-# ---- benchmark registry ---------------------------------------------------------------------------------
-#: ``builder(backbone, image_size, num_classes, backbone_kwargs) -> (model, loss_fn(batch) -> loss, optimizer)``
-BenchmarkBuilder = Callable[..., tuple[nn.Module, Callable[[dict[str, Tensor]], Tensor], torch.optim.Optimizer]]
-_BENCHMARKS: dict[str, BenchmarkBuilder] = {}
-
-
-def register_benchmark(name: str) -> Callable[[BenchmarkBuilder], BenchmarkBuilder]:
-    """Decorator registering a method for ``scripts/bench_memory.py`` under ``name``.
-
-    The builder is called as ``builder(backbone=..., image_size=..., num_classes=...,
-    backbone_kwargs=...)`` and returns ``(model, loss_fn, optimizer)`` where ``loss_fn(batch)``
-    maps ``{"image": (B, C, H, W), "label": (B,)}`` to a scalar loss.
-    """
-
-    def decorator(builder: BenchmarkBuilder) -> BenchmarkBuilder:
-        if name in _BENCHMARKS and _BENCHMARKS[name] is not builder:
-            raise ValueError(f"benchmark '{name}' is already registered")
-        _BENCHMARKS[name] = builder
-        return builder
-
-    return decorator
-
-
-def benchmark_builders() -> dict[str, BenchmarkBuilder]:
-    """Registered benchmark builders, in registration order."""
-    return dict(_BENCHMARKS)
+    state = replace(state_bytes(None, optimizer, tensors), gradients=grads)
+    return build_memory_report(meter, state, cuda_max_allocated_bytes=cuda_bytes, step_time_s=elapsed)
