@@ -29,13 +29,12 @@ PROG = "bench_memory"
 CLASSIFICATION = "visionkit.tasks.classification.ClassificationTask"
 UNIPT = "visionkit.methods.unipt.task.UniPTTask"
 
-#: name -> (task class, its own arguments). The baselines pass ``image_size=None``: they are built at the
-#: backbone's default input size, as the published rows were (the batch still has ``--image-size``).
+#: name -> (task class, its own arguments); backbone, image size and classes come from the command line.
 CASES: dict[str, BenchmarkCase] = {
-    "full": BenchmarkCase(CLASSIFICATION, {"finetune": "full", "image_size": None}),
-    "linear": BenchmarkCase(CLASSIFICATION, {"finetune": "linear", "image_size": None}),
+    "full": BenchmarkCase(CLASSIFICATION, {"finetune": "full"}),
+    "linear": BenchmarkCase(CLASSIFICATION, {"finetune": "linear"}),
     #: LoRA r=8 on ``qkv`` (peft)
-    "lora": BenchmarkCase(CLASSIFICATION, {"finetune": "lora", "lora_r": 8, "lora_alpha": 16.0, "image_size": None}),
+    "lora": BenchmarkCase(CLASSIFICATION, {"finetune": "lora", "lora_r": 8, "lora_alpha": 16.0}),
     #: UniPT r=2, token variant, class-token read-out (only the class-token query row is computed)
     "unipt": BenchmarkCase(UNIPT, {"reduction": 2, "variant": "token", "readout": "cls"}),
     #: the same with every token's output computed and averaged (the paper's all-token interaction)
