@@ -14,7 +14,10 @@ and prints a summary table: coverage and Jaccard of the top-k segments against t
         --normalize-input --image-size 224 skimage:chelsea
 
 Every run writes a new folder ``<out>/run_NNN`` (default ``outputs/lime_masking``); nothing already written is replaced.
-Bad input stops with one line ``lime_masking_analysis: error: ...`` and exit code 2.
+The outputs are built in a hidden temporary folder under ``<out>`` and renamed to ``run_NNN`` only once
+complete, so a run that fails or is interrupted leaves no run folder behind.
+Bad input (a missing file, an out-of-range option) stops with one line ``lime_masking_analysis: error: ...``
+and exit code 2.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
+import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from visionkit.errors import exit_on_user_error
 
@@ -34,9 +40,43 @@ PROG = "lime_masking_analysis"
 FILLS = ["layer", "grey", "black", "blur"]
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``<prog>: error: <message>`` (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one error line (no usage block) and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+#: Integer options and their smallest allowed value (``None`` values mean "not given").
+INT_MIN = {"num_images": 1, "image_size": 8, "num_classes": 2, "n_segments": 2, "grid": 1, "num_samples": 2,
+           "batch_size": 1, "top_k": 1, "seed": 0}
+#: Float options: ``(smallest allowed value, whether the smallest value itself is allowed)``.
+FLOAT_MIN = {"compactness": (0.0, False), "blur_sigma": (0.0, True)}
+SEED_MAX = 2**32 - 1  # numpy's RandomState seed range
+
+
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_ranges(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One-line parser error for the first numeric option outside its range."""
+    for dest, low in INT_MIN.items():
+        value = getattr(args, dest)
+        if value is not None and value < low:
+            p.error(f"{_option(dest)} must be at least {low}, got {value}")
+    if args.seed > SEED_MAX:
+        p.error(f"--seed must be at most {SEED_MAX}, got {args.seed}")
+    for dest, (low, inclusive) in FLOAT_MIN.items():
+        value = getattr(args, dest)
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            p.error(f"{_option(dest)} must be a finite number {'>=' if inclusive else '>'} {low:g}, got {value}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line arguments."""
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+    """Command-line arguments (numeric options range-checked; errors are one line, exit code 2)."""
+    p = _OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("inputs", nargs="*", help="image files, folders of images, or skimage:<name> photos; "
                    "none: the first --num-images items of --split")
@@ -47,31 +87,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      "LayerMaskingTask / ClassificationTask)")
     src.add_argument("--backbone", default=None, help="a timm model name (with --weights, --num-classes)")
     src.add_argument("--weights", default=None, help="local weights for --backbone (.safetensors/.pth/.ckpt)")
-    src.add_argument("--num-classes", type=int, default=None, help="classes of --backbone")
+    src.add_argument("--num-classes", type=int, default=None, help="classes of --backbone (at least 2)")
     src.add_argument("--normalize-input", action="store_true", help="apply the backbone's mean/std (--backbone only)")
     data = p.add_argument_group("images")
     data.add_argument("--split", default="val", choices=["train", "val", "test"], help="dataset split when no inputs")
     data.add_argument("--num-images", type=int, default=8, help="images taken from --split")
-    data.add_argument("--image-size", type=int, default=None, help="resize file/photo inputs to this side "
-                      "(default: the model's training size)")
+    data.add_argument("--image-size", type=int, default=None, help="resize file/photo inputs to this side, "
+                      "at least 8 px (default: the model's training size)")
     lime = p.add_argument_group("LIME")
     lime.add_argument("--fills", nargs="+", default=FILLS, help="layer, layer_zero, layer_partial, grey, black, mean, blur")
     lime.add_argument("--segmentation", default="slic", choices=["slic", "quickshift", "grid"])
-    lime.add_argument("--n-segments", type=int, default=40, help="SLIC segments")
-    lime.add_argument("--compactness", type=float, default=10.0, help="SLIC compactness")
-    lime.add_argument("--grid", type=int, default=4, help="cell side (px) for --segmentation grid")
-    lime.add_argument("--num-samples", type=int, default=1000, help="LIME perturbations per explanation")
-    lime.add_argument("--batch-size", type=int, default=250, help="perturbations per model call")
-    lime.add_argument("--top-k", type=int, default=5, help="k of the top-k metrics when no object mask is known")
-    lime.add_argument("--seed", type=int, default=0, help="seed of the shared perturbation matrix")
-    lime.add_argument("--blur-sigma", type=float, default=2.0, help="sigma (px) of the blur fill")
+    lime.add_argument("--n-segments", type=int, default=40, help="SLIC segments (at least 2)")
+    lime.add_argument("--compactness", type=float, default=10.0, help="SLIC compactness (> 0)")
+    lime.add_argument("--grid", type=int, default=4, help="cell side (px, at least 1) for --segmentation grid")
+    lime.add_argument("--num-samples", type=int, default=1000, help="LIME perturbations per explanation (at least 2)")
+    lime.add_argument("--batch-size", type=int, default=250, help="perturbations per model call (at least 1)")
+    lime.add_argument("--top-k", type=int, default=5, help="k of the top-k metrics when no object mask is known "
+                      "(at least 1)")
+    lime.add_argument("--seed", type=int, default=0, help=f"seed of the shared perturbation matrix (0..{SEED_MAX})")
+    lime.add_argument("--blur-sigma", type=float, default=2.0, help="sigma (px) of the blur fill (>= 0; 0 = no blur)")
     out = p.add_argument_group("output")
     out.add_argument("--out", default="outputs/lime_masking", help="parent folder of the run folders")
     out.add_argument("--device", default="cpu", help="torch device")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if args.num_images < 1:
-        p.error(f"--num-images must be positive, got {args.num_images}")
+    check_ranges(p, args)
     chosen = [n for n in ("asset", "config", "backbone") if getattr(args, n)]
     if len(chosen) > 1:
         p.error(f"give one model source, got --{' and --'.join(chosen)}")
@@ -277,33 +317,32 @@ def summary_table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def run(args: argparse.Namespace) -> Path:
-    """Build, explain, write; returns the run folder."""
+def _publish(staging: Path, parent: str) -> Path:
+    """Rename the finished ``staging`` folder to the next free ``<parent>/run_NNN`` and return it.
+
+    The name is claimed by creating it (so concurrent runs never share one), then the staging
+    folder replaces the empty claimed folder in one rename.
+    """
+    from visionkit.utils.runs import new_run_dir
+
+    claimed = new_run_dir(parent)
+    try:
+        os.rename(staging, claimed)
+    except OSError:  # platforms whose rename does not replace an empty folder
+        claimed.rmdir()
+        os.rename(staging, claimed)
+    return claimed
+
+
+def _write_outputs(out: Path, args: argparse.Namespace, source: Source, items: list[dict[str, Any]],
+                   records: list[dict[str, Any]], summary: dict[str, Any], settings: Any, started: float) -> None:
+    """Panels, ``segments.npz``, ``explanations.json``, ``summary.json`` and ``summary.csv`` under ``out``."""
     import numpy as np
     import torch
-    from tqdm import tqdm
 
     from visionkit.callbacks.images import save_grid
-    from visionkit.methods.layer_masking.lime_analysis import LimeSettings, analyse, render_panel, summarise
-    from visionkit.utils.runs import check_out, new_run_dir
+    from visionkit.methods.layer_masking.lime_analysis import render_panel
 
-    started = time.perf_counter()
-    check_out(args.out)
-    settings = LimeSettings(fills=args.fills, num_samples=args.num_samples, batch_size=args.batch_size,
-                            segmentation=args.segmentation, n_segments=args.n_segments, compactness=args.compactness,
-                            grid=args.grid, top_k=args.top_k, seed=args.seed, blur_sigma=args.blur_sigma)
-    source = build_source(args)
-    source.model.to(args.device)
-    items = collect_items(args, source)
-    out = new_run_dir(args.out)  # only after every input was read: a bad input leaves nothing behind
-    bar = tqdm(total=len(items) * len(settings.fills), desc="LIME", unit="expl", file=sys.stderr,
-               disable=args.no_progress, dynamic_ncols=True)
-    try:
-        records = analyse(source.model, items, settings, source.normalize, args.device,
-                          progress=lambda desc: (bar.set_postfix_str(desc, refresh=False), bar.update(1)))
-    finally:
-        bar.close()
-    summary = summarise(records, settings.fills)
     for index, (rec, item) in enumerate(zip(records, items, strict=True)):
         tiles = render_panel(rec, item["image"], item.get("mask"), source.classes)
         save_grid(tiles, out / "panels" / f"{index:03d}_{rec['name']}.png", nrow=len(tiles))
@@ -320,6 +359,52 @@ def run(args: argparse.Namespace) -> Path:
         writer.writerow(["fill", *keys])
         for fill, s in summary.items():
             writer.writerow([fill, *(s[k] for k in keys)])
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Build, explain, write; returns the run folder.
+
+    Everything is written into a hidden staging folder under ``--out`` that becomes ``run_NNN``
+    only when complete; on any failure (or Ctrl-C) the staging folder is removed, and so is
+    ``--out`` when this run created it and it is empty.
+    """
+    from tqdm import tqdm
+
+    from visionkit.methods.layer_masking.lime_analysis import LimeSettings, analyse, summarise
+    from visionkit.utils.runs import check_out
+
+    started = time.perf_counter()
+    check_out(args.out)
+    settings = LimeSettings(fills=args.fills, num_samples=args.num_samples, batch_size=args.batch_size,
+                            segmentation=args.segmentation, n_segments=args.n_segments, compactness=args.compactness,
+                            grid=args.grid, top_k=args.top_k, seed=args.seed, blur_sigma=args.blur_sigma)
+    source = build_source(args)
+    source.model.to(args.device)
+    items = collect_items(args, source)
+    root = Path(args.out)
+    made_root = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".run_staging_{uuid.uuid4().hex[:12]}"  # hidden from run_* globs; after every input was read
+    staging.mkdir()
+    try:
+        bar = tqdm(total=len(items) * len(settings.fills), desc="LIME", unit="expl", file=sys.stderr,
+                   disable=args.no_progress, dynamic_ncols=True)
+        try:
+            records = analyse(source.model, items, settings, source.normalize, args.device,
+                              progress=lambda desc: (bar.set_postfix_str(desc, refresh=False), bar.update(1)))
+        finally:
+            bar.close()
+        summary = summarise(records, settings.fills)
+        _write_outputs(staging, args, source, items, records, summary, settings, started)
+        out = _publish(staging, args.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made_root:
+            try:
+                root.rmdir()  # only when empty: never removes anything else
+            except OSError:
+                pass
+        raise
     print(f"\nLIME masking analysis: {len(items)} images x {len(settings.fills)} fills, {settings.num_samples} samples, "
           f"{settings.segmentation} segments; {source.description}")
     print(summary_table(summary))
@@ -331,7 +416,10 @@ def run(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 on bad input, with one ``error:`` line)."""
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a bad option (2)
+        return int(exit_.code or 0)
     try:
         with exit_on_user_error(PROG, extra=(FileNotFoundError, FileExistsError, ValueError)):
             run(args)

@@ -7,6 +7,8 @@ Nothing is downloaded unless ``pretrained=True``; local weights come in through
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -38,12 +40,26 @@ def _takes_img_size(model: nn.Module) -> bool:
     return "img_size" in inspect.signature(type(model).__init__).parameters
 
 
+@functools.lru_cache(maxsize=1)
+def _timm_names() -> tuple[str, ...]:
+    """Every timm architecture name (listed once per process, about 1,400 names)."""
+    import timm
+
+    return tuple(timm.list_models())
+
+
+def _close_timm_names(name: str, n: int = 5) -> list[str]:
+    """Up to ``n`` timm architecture names closest to ``name`` (tag dropped, any case), best first."""
+    arch = name.split(".")[0].lower()
+    return difflib.get_close_matches(arch, _timm_names(), n=n, cutoff=0.6)
+
+
 def _create_timm(name: str, pretrained: bool, image_size: int | None = None, **kwargs: Any) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
-        hint = f"; similar names: {close}" if close else ""
+        close = _close_timm_names(name)
+        hint = f"; closest names: {close}" if close else ""
         raise BackboneError(f"backbone '{name}' is not a timm model name (see timm.list_models()){hint}")
     try:
         model = timm.create_model(name, pretrained=pretrained, **kwargs)

@@ -3,5 +3,6 @@
 from visionkit.callbacks.images import ImageLogger
 from visionkit.callbacks.memory import ActivationMemory
 from visionkit.callbacks.params import ParameterReport
+from visionkit.callbacks.predictions import PredictionWriter
 
-__all__ = ["ActivationMemory", "ImageLogger", "ParameterReport"]
+__all__ = ["ActivationMemory", "ImageLogger", "ParameterReport", "PredictionWriter"]

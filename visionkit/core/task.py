@@ -20,6 +20,15 @@ STAGES = ("train", "val", "test")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
+def prediction_dict(batch: dict[str, Any], probs: Tensor) -> dict[str, Any]:
+    """``{"probs": probs}`` plus the batch's ``index`` (B,) and ``path`` (B str) when it has them."""
+    out: dict[str, Any] = {"probs": probs}
+    for key in ("index", "path"):
+        if key in batch:
+            out[key] = batch[key]
+    return out
+
+
 class VisionTask(pl.LightningModule, ABC):
     """Base task (torchgeo's ``BaseTask`` idea) with visionkit's optimisation defaults.
 
@@ -121,8 +130,14 @@ class VisionTask(pl.LightningModule, ABC):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        return self(batch["image"])
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """``{"probs": (B, K) float32, "index": (B,) int64, "path": list of B str}`` for a batch.
+
+        ``probs`` is the softmax of ``self(batch["image"])`` over classes (tasks whose ``forward``
+        does not return class logits override this); ``index`` and ``path`` are copied from the batch
+        when it has them (every visionkit dataset has ``index``; file datasets have ``path``).
+        """
+        return prediction_dict(batch, self(batch["image"]).float().softmax(-1))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)

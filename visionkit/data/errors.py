@@ -23,9 +23,14 @@ class DatasetNotFoundError(VisionkitError, FileNotFoundError):
 
 
 class ImageReadError(VisionkitError, OSError):
-    """An image file that cannot be decoded."""
+    """An image file that cannot be decoded, or whose pixels are unusable (NaN, out of range).
 
-    def __init__(self, path: str | Path, err: Exception) -> None:
+    Args:
+        path: the image file.
+        err: the decoder's exception, or a sentence saying what is wrong and what was expected.
+    """
+
+    def __init__(self, path: str | Path, err: Exception | str) -> None:
         self.path = Path(path)
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         super().__init__(f"unreadable image '{path}': {first}")

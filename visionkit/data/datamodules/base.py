@@ -46,6 +46,8 @@ class VisionDataModule(pl.LightningDataModule, ABC):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if image_size < 1:
+            raise ValueError(f"image_size must be a positive integer (pixels), got {image_size}")
         self.batch_size, self.num_workers, self.image_size, self.seed = batch_size, num_workers, image_size, seed
         self.datasets: dict[str, VisionDataset] = {}
 
@@ -61,14 +63,21 @@ class VisionDataModule(pl.LightningDataModule, ABC):
             self.datasets[split] = self.build_dataset(split)
         return self.datasets[split]
 
+    def predict_dataset(self) -> VisionDataset:
+        """The dataset ``predict`` runs on: the ``test`` split (subclasses may point it elsewhere)."""
+        return self.dataset("test")
+
     def setup(self, stage: str) -> None:
-        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        if stage == "predict":
+            self.predict_dataset()
+            return
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
         for split in needed.get(stage, SPLITS):
             self.dataset(split)
 
-    def _loader(self, split: str, sampler: Any = None) -> DataLoader:
+    def _loader(self, split: str | VisionDataset, sampler: Any = None) -> DataLoader:
         return DataLoader(
-            self.dataset(split),
+            self.dataset(split) if isinstance(split, str) else split,
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
@@ -93,7 +102,7 @@ class VisionDataModule(pl.LightningDataModule, ABC):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader(self.predict_dataset())
 
     def plot(self, sample: dict[str, Any], prediction: Any = None):
         """Draw a sample with the train dataset's ``plot``; returns a matplotlib Figure."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from visionkit.data.datamodules.base import VisionDataModule
-from visionkit.data.datasets.image_folder import LAYOUT, ImageFolder, scan_image_folder
+from visionkit.data.datasets.image_folder import LAYOUT, ImageFolder, UnlabelledImages, scan_image_folder
 from visionkit.data.errors import DatasetNotFoundError
 
 
@@ -16,13 +16,19 @@ class ImageFolderDataModule(VisionDataModule):
 
     With split folders, ``train`` and ``val`` must both exist (a missing ``test`` falls back to ``val``);
     otherwise the files are split by a seeded permutation into ``val_fraction``/``test_fraction``.
-    The folder is scanned in ``__init__``, so a wrong root fails at once with
-    :class:`~visionkit.data.errors.DatasetNotFoundError`.
+    The folders are scanned in ``__init__``, so a wrong ``root`` or ``predict_root`` fails at once with
+    :class:`~visionkit.data.errors.DatasetNotFoundError`. Files with other extensions than
+    :data:`~visionkit.data.datasets.image_folder.IMAGE_EXTENSIONS` and hidden files are ignored; a class
+    folder without images is kept (label indices stay stable) with a warning.
+
+    ``predict`` runs on the images under ``predict_root`` when it is given (scanned recursively, any
+    layout, no labels needed), and on the ``test`` split otherwise.
 
     Args:
         root: dataset folder.
         val_fraction, test_fraction: held-out shares when there are no split folders.
         channels: 3 (RGB) or 1 (grey).
+        predict_root: folder of unlabelled images to predict (``None``: the test split).
         batch_size, num_workers, image_size, seed: see :class:`VisionDataModule`.
     """
 
@@ -36,8 +42,11 @@ class ImageFolderDataModule(VisionDataModule):
         num_workers: int = 0,
         image_size: int = 224,
         seed: int = 0,
+        predict_root: str | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, image_size, seed)
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError(f"val_fraction + test_fraction must be in [0, 1), got {val_fraction} + {test_fraction}")
         self.root, self.in_channels = Path(root), channels
@@ -59,6 +68,16 @@ class ImageFolderDataModule(VisionDataModule):
                 "train": order[n_val + n_test :],
             }
         self.num_classes = len(self.classes)
+        self.predict_root = None if predict_root is None else Path(predict_root)
+        self.predict_images = None
+        if self.predict_root is not None:
+            self.predict_images = UnlabelledImages(self.predict_root, image_size, channels, classes=self.classes)
+
+    def predict_dataset(self) -> UnlabelledImages | ImageFolder:
+        """The images under ``predict_root`` when it was given, else the ``test`` split."""
+        if self.predict_images is None:
+            return self.dataset("test")
+        return self.predict_images
 
     def build_dataset(self, split: str) -> ImageFolder:
         if self.split_indices is None:

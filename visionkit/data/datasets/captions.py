@@ -36,7 +36,8 @@ KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
 class CaptionDataset(VisionDataset):
     """Base of image-text datasets: items ``image`` float32 ``(3, H, W)`` in [0, 1], ``caption`` str and
-    ``image_id`` int64 scalar (index of the distinct image). Subclasses set ``captions`` (one per item)
+    ``image_id`` int64 scalar (index of the distinct image), ``index`` int64 scalar (position of the pair)
+    and, for file datasets, ``path`` str (the image file). Subclasses set ``captions`` (one per item)
     and ``num_images``. There are no classes.
     """
 
@@ -101,6 +102,8 @@ class _CaptionFiles(CaptionDataset):
             "image": read_image(self.image_paths[image_id], self.image_size),
             "caption": self.captions[index],
             "image_id": torch.tensor(image_id, dtype=torch.int64),
+            "index": torch.tensor(index, dtype=torch.int64),
+            "path": str(self.image_paths[image_id]),
         }
 
 

@@ -19,7 +19,8 @@ class Digits(VisionDataset):
         image_size: output side in pixels (bilinear upsampling of the 8x8 originals).
         channels: 1 (grey) or 3 (grey repeated, for RGB backbones).
 
-    Items: ``image`` float32 ``(channels, H, W)`` in [0, 1], white digit on black; ``label`` int64.
+    Items: ``image`` float32 ``(channels, H, W)`` in [0, 1], white digit on black; ``label`` int64;
+    ``index`` int64 (position in this dataset).
     """
 
     def __init__(self, indices: list[int] | np.ndarray | None = None, image_size: int = 32, channels: int = 3) -> None:
@@ -44,4 +45,4 @@ class Digits(VisionDataset):
         image = self.images[i]
         if self.in_channels == 3:
             image = image.expand(3, -1, -1).clone()
-        return {"image": image, "label": self.labels[i]}
+        return {"image": image, "label": self.labels[i], "index": torch.tensor(index, dtype=torch.int64)}

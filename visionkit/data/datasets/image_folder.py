@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -9,14 +10,39 @@ import numpy as np
 import torch
 
 from visionkit.data.datasets.base import VisionDataset
-from visionkit.data.errors import DatasetNotFoundError, ImageReadError
+from visionkit.data.datasets.decode import read_image
+from visionkit.data.errors import DatasetNotFoundError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+__all__ = ["IMAGE_EXTENSIONS", "LAYOUT", "ImageFolder", "UnlabelledImages", "list_images", "read_image", "scan_image_folder"]
+
+#: File extensions read as images (case-insensitive); other files are ignored.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npy")
 LAYOUT = "<root>/<class_name>/<image>.{png,jpg,...} (or <root>/{train,val,test}/<class_name>/<image>)"
+UNLABELLED_LAYOUT = f"a folder of images (any sub-folders) with extensions {IMAGE_EXTENSIONS}"
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted).
+
+    Files whose extension is not in :data:`IMAGE_EXTENSIONS` (``.txt``, ``.csv``, ``Thumbs.db``, ...)
+    and hidden files or folders (names starting with ``.``, e.g. ``._x.png`` from macOS) are ignored;
+    every other file is an image, and one that fails to decode raises when it is read.
+    """
+    return [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
 
 
 def scan_image_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
     """Classes (sorted sub-folder names) and ``(path, class_index)`` for every image under ``root``.
+
+    Each class folder is scanned recursively with :func:`list_images` (files with other extensions
+    and hidden files are ignored). A class folder without images stays in the class list, so that
+    label indices do not depend on which folders hold files, and a warning names it.
 
     Raises:
         DatasetNotFoundError: ``root`` is missing, has no class folders, or holds no images.
@@ -27,36 +53,19 @@ def scan_image_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, int
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DatasetNotFoundError("ImageFolder", root, LAYOUT, "has no class sub-folders")
-    items = [
-        (p, c)
-        for c, name in enumerate(classes)
-        for p in sorted((root / name).rglob("*"))
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-    ]
+    items: list[tuple[Path, int]] = []
+    for c, name in enumerate(classes):
+        files = list_images(root / name)
+        if not files:
+            warnings.warn(
+                f"ImageFolder class folder '{root / name}' holds no images (extensions {IMAGE_EXTENSIONS}); "
+                f"it stays class {c} so that label indices stay stable, but has no samples",
+                stacklevel=2,
+            )
+        items += [(p, c) for p in files]
     if not items:
         raise DatasetNotFoundError("ImageFolder", root, LAYOUT, f"holds no images with extensions {IMAGE_EXTENSIONS}")
     return classes, items
-
-
-def read_image(path: str | Path, image_size: int | None = None, channels: int = 3) -> torch.Tensor:
-    """Decode an image file to float32 ``(channels, H, W)`` in [0, 1], squashed to ``image_size`` if given.
-
-    Raises:
-        ImageReadError: the file is missing or cannot be decoded.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB" if channels == 3 else "L")
-            if image_size is not None:
-                img = img.resize((image_size, image_size), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
-    except Exception as err:  # noqa: BLE001 - PIL raises many types; all mean "unreadable"
-        raise ImageReadError(path, err) from err
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
 class ImageFolder(VisionDataset):
@@ -68,6 +77,9 @@ class ImageFolder(VisionDataset):
         channels: 3 (RGB) or 1 (grey).
         indices: subset of the scanned files (``None``: all).
         classes: the class list to use (e.g. the train split's), so splits agree on label indices.
+
+    Items: ``image`` float32 ``(channels, H, W)`` in [0, 1], ``label`` int64, ``index`` int64 (position
+    in this dataset) and ``path`` str. Files are listed by :func:`scan_image_folder`.
 
     Raises:
         DatasetNotFoundError: missing or empty root.
@@ -98,4 +110,50 @@ class ImageFolder(VisionDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.items[index]
-        return {"image": read_image(path, self.image_size, self.in_channels), "label": torch.tensor(label)}
+        return {
+            "image": read_image(path, self.image_size, self.in_channels),
+            "label": torch.tensor(label),
+            "index": torch.tensor(index, dtype=torch.int64),
+            "path": str(path),
+        }
+
+
+class UnlabelledImages(VisionDataset):
+    """Every image under a folder (recursive, any layout, no class folders), for prediction.
+
+    Files are listed with :func:`list_images` (other extensions and hidden files are ignored).
+    Items: ``image`` float32 ``(channels, H, W)`` in [0, 1], ``index`` int64 scalar, ``path`` str; no label.
+
+    Args:
+        root: folder of images.
+        image_size: images are resized (squashed) to ``image_size`` x ``image_size``.
+        channels: 3 (RGB) or 1 (grey).
+        classes: class names of the model that will label them (for plots), if known.
+
+    Raises:
+        DatasetNotFoundError: ``root`` is not a folder or holds no images.
+    """
+
+    def __init__(
+        self, root: str | Path, image_size: int = 224, channels: int = 3, classes: list[str] | None = None
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            reason = "is not a folder" if self.root.exists() else "does not exist"
+            raise DatasetNotFoundError("UnlabelledImages", self.root, UNLABELLED_LAYOUT, reason)
+        self.paths = list_images(self.root)
+        if not self.paths:
+            raise DatasetNotFoundError("UnlabelledImages", self.root, UNLABELLED_LAYOUT, "holds no images")
+        self.classes = list(classes or [])
+        self.image_size, self.in_channels = image_size, channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        return {
+            "image": read_image(path, self.image_size, self.in_channels),
+            "index": torch.tensor(index, dtype=torch.int64),
+            "path": str(path),
+        }

@@ -79,7 +79,7 @@ class SyntheticCaptionedShapes(CaptionDataset):
         templates: ``"plain"`` ("a red circle in the top left") or ``"varied"`` (paraphrases drawn per
             index, e.g. "there is a red circle in the top left of the image").
 
-    Items: ``image`` float32 ``(3, H, W)`` in [0, 1]; ``caption`` str; ``image_id`` int64 scalar (= index);
+    Items: ``image`` float32 ``(3, H, W)`` in [0, 1]; ``caption`` str; ``image_id`` and ``index`` int64 scalars (= index);
     ``shape``, ``colour``, ``position`` int64 scalars (indices into :data:`SHAPES`, :data:`COLOUR_NAMES`,
     :data:`POSITIONS`). The object is painted in its exact palette colour; its centre of mass lies in
     its grid cell.
@@ -183,6 +183,7 @@ class SyntheticCaptionedShapes(CaptionDataset):
             "image": torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32)),
             "caption": self._text(shape, colour, position, template),
             "image_id": torch.tensor(index, dtype=torch.int64),
+            "index": torch.tensor(index, dtype=torch.int64),
             "shape": torch.tensor(shape, dtype=torch.int64),
             "colour": torch.tensor(colour, dtype=torch.int64),
             "position": torch.tensor(position, dtype=torch.int64),

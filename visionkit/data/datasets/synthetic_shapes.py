@@ -84,7 +84,7 @@ class SyntheticShapes(VisionDataset):
         min_scale, max_scale: object half-size as a fraction of the image side.
 
     Items: ``image`` float32 ``(3, H, W)`` in [0, 1]; ``label`` int64 scalar; ``mask`` int64
-    ``(H, W)``, 1 on the object and 0 elsewhere.
+    ``(H, W)``, 1 on the object and 0 elsewhere; ``index`` int64 scalar.
     """
 
     def __init__(
@@ -136,6 +136,7 @@ class SyntheticShapes(VisionDataset):
             "image": torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32)),
             "label": torch.tensor(label),
             "mask": torch.from_numpy(m.astype(np.int64)),
+            "index": torch.tensor(index, dtype=torch.int64),
         }
 
 
@@ -177,4 +178,5 @@ class SyntheticMultiShapes(SyntheticShapes):
             "image": torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32)),
             "label": torch.from_numpy(multi_hot),
             "mask": torch.from_numpy(mask),
+            "index": torch.tensor(index, dtype=torch.int64),
         }

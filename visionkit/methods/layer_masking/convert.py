@@ -7,6 +7,9 @@ Every module of the model must have a rule, keyed by its exact class:
 * **position-wise layers** (activations, dropout, drop-path, LayerNorm over channels, Linear
   over channels-last maps, timm's BatchNormAct2d) become subclasses that apply the layer to the
   values and pass the mask on;
+* **wrapped modules** (timm VGG's ``ConvMlp``, whose forward calls a torch function itself)
+  become subclasses whose masked forward re-implements theirs with masked steps; their
+  children are converted as well;
 * **transparent modules** (``nn.Sequential``, residual blocks, stages, heads and model roots
   whose ``forward`` only chains sub-modules and uses ``+``, ``*``, ``mean`` and ``permute`` on
   activations) are kept and walked into.
@@ -41,6 +44,7 @@ from visionkit.methods.layer_masking.layers import (
     MaskedModule,
     _check_eval_norm,
     as_keep_mask,
+    convmlp_forward,
     hide,
 )
 from visionkit.tuners.inject import replace_modules
@@ -67,13 +71,15 @@ class Rule:
 
     Attributes:
         kind: ``"masked"`` (swap to ``masked_cls``), ``"pointwise"`` (apply per position),
-            ``"plain"`` (only valid after a global pool), ``"permute"`` (torchvision's Permute)
+            ``"plain"`` (only valid after a global pool), ``"permute"`` (torchvision's Permute),
+            ``"wrapper"`` (swap to a subclass running ``masked_forward``; walk into the children)
             or ``"transparent"`` (keep, walk into the children).
         masked_cls: the subclass for ``"masked"`` rules.
         layout: for pointwise rules, the layout the layer works in: ``"any"``, ``"nchw"``
             (normalises over dim 1) or ``"nhwc"`` (acts on the last dim).
         stats: a norm layer that must run on running statistics (eval mode).
         check: returns a reason when a particular instance cannot be converted.
+        masked_forward: for ``"wrapper"`` rules, ``(module, masked_map) -> output``.
     """
 
     kind: str
@@ -81,6 +87,7 @@ class Rule:
     layout: str = "any"
     stats: bool = False
     check: Callable[[nn.Module], str | None] | None = None
+    masked_forward: Callable[[nn.Module, MaskedMap], Any] | None = None
 
 
 def _conv_check(m: nn.Module) -> str | None:
@@ -161,7 +168,8 @@ RULES: dict[str, Rule] = {
     "timm.models.convnext.ConvNeXtBlock": Rule("transparent"),
     "timm.models.convnext.Downsample": Rule("transparent"),
     "timm.models.vgg.VGG": Rule("transparent", check=_no_checkpointing),
-    "timm.models.vgg.ConvMlp": Rule("transparent"),
+    # wrapped: forward calls F.adaptive_avg_pool2d itself (maps smaller than the 7x7 fc1, e.g. < 224 px)
+    "timm.models.vgg.ConvMlp": Rule("wrapper", masked_forward=convmlp_forward),
     "torchvision.models.resnet.ResNet": Rule("transparent"),
     "torchvision.models.resnet.BasicBlock": Rule("transparent"),
     "torchvision.models.resnet.Bottleneck": Rule("transparent"),
@@ -229,6 +237,24 @@ def _pointwise_class(base: type, rule: Rule) -> type:
     name = _class_name("Masked", base)
     cls = type(name, (base, MaskedModule), {"forward": forward, "__module__": __name__, "__qualname__": name,
                                             "__doc__": f"{base.__name__} applied per position to masked maps."})
+    _DYNAMIC[base] = _register(cls)
+    return cls
+
+
+def _wrapper_class(base: type, rule: Rule) -> type:
+    if base in _DYNAMIC:
+        return _DYNAMIC[base]
+    base_forward, masked_forward = base.forward, rule.masked_forward
+    assert masked_forward is not None
+
+    def forward(self: nn.Module, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(x, MaskedMap):
+            return base_forward(self, x, *args, **kwargs)
+        return masked_forward(self, x, *args, **kwargs)
+
+    name = _class_name("Masked", base)
+    cls = type(name, (base, MaskedModule), {"forward": forward, "__module__": __name__, "__qualname__": name,
+                                            "__doc__": f"{base.__name__} with a masked forward of its own steps."})
     _DYNAMIC[base] = _register(cls)
     return cls
 
@@ -340,7 +366,7 @@ def unsupported_modules(model: nn.Module, transparent: Sequence[type | str] = ()
         if reason:
             problems.append((path, label, reason))
             return
-        if rule.kind in ("transparent", "pointwise"):
+        if rule.kind in ("transparent", "pointwise", "wrapper"):
             for name, child in module.named_children():
                 visit(child, f"{path}.{name}" if path else name, rule.kind == "pointwise" or pointwise_only)
 
@@ -393,7 +419,7 @@ def convert(
 
     def leaf(name: str, module: nn.Module) -> bool:
         rule = _rule(module)
-        return rule is not None and rule.kind != "transparent" and not isinstance(module, MaskedModule)
+        return rule is not None and rule.kind not in ("transparent", "wrapper") and not isinstance(module, MaskedModule)
 
     def swap(name: str, module: nn.Module) -> nn.Module:
         rule = _rule(module)
@@ -409,6 +435,11 @@ def convert(
         return module
 
     replace_modules(model, leaf, swap)
+    for name, module in model.named_modules():  # wrappers last: their children were converted above
+        rule = _rule(module)
+        if name and rule is not None and rule.kind == "wrapper":
+            module.__class__ = _wrapper_class(type(module), rule)
+            module.lm_name = name
     if not isinstance(model, LayerMaskedModel):
         model.__class__ = _root_class(type(model))
     set_fill(model, fill)

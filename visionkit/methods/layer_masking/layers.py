@@ -38,9 +38,11 @@ __all__ = [
     "MaskedModule",
     "as_keep_mask",
     "box_sum3",
+    "convmlp_forward",
     "conv_mask",
     "fill_rings",
     "hide",
+    "masked_adaptive_avg_pool",
     "masked_mean",
     "neighbor_pad",
 ]
@@ -502,6 +504,40 @@ class MaskedAdaptiveMaxPool2d(nn.AdaptiveMaxPool2d, MaskedModule):
         out = F.adaptive_max_pool2d(low, self.output_size)
         anyv = F.adaptive_max_pool2d(x.keep, self.output_size) > 0
         return torch.where(anyv, out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+
+def masked_adaptive_avg_pool(x: MaskedMap, output_size: tuple[int, int]) -> MaskedMap:
+    """Masked mean per adaptive-pool bin, ``pool(x m) / (pool(m) + 1e-8)``, as a masked map.
+
+    A bin is visible when it holds a visible input; an all-visible map gives the plain pool.
+    Used where a head enlarges a small map (timm VGG's ``ConvMlp``): every output bin then reads
+    one or two input positions. ``(B, C, H, W) -> (B, C, *output_size)`` (NCHW only).
+    """
+    num = F.adaptive_avg_pool2d(_masked(x.values, x.keep).float(), output_size)
+    with torch.no_grad():
+        share = F.adaptive_avg_pool2d(x.keep.float(), output_size)
+    values = (num / (share + GAP_EPS)).to(x.values.dtype)
+    return MaskedMap(values, (share > 0).to(x.keep.dtype))
+
+
+def convmlp_forward(module: nn.Module, x: MaskedMap) -> MaskedMap:
+    """timm VGG ``ConvMlp`` (the 7x7-conv pre-logits) on a masked map, step by step as timm's forward.
+
+    A map smaller than ``fc1``'s kernel is first enlarged by :func:`masked_adaptive_avg_pool`
+    (timm: ``F.adaptive_avg_pool2d`` to at least ``kernel x kernel``); then the converted
+    ``fc1`` (masked conv), ``act1``, ``drop``, ``fc2`` (1x1) and ``act2`` run on the masked map.
+    """
+    if x.channels_last:
+        raise LayerMaskingError(f"layer masking: {module._lm_label()} needs an NCHW masked map")
+    k = module.input_kernel_size
+    h, w = x.shape[-2:]
+    if h < k or w < k:
+        x = masked_adaptive_avg_pool(x, (max(k, h), max(k, w)))
+    x = module.fc1(x)
+    x = module.act1(x)
+    x = module.drop(x)
+    x = module.fc2(x)
+    return module.act2(x)
 
 
 # --------------------------------------------------------------------------------------------

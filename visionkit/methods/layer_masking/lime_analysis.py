@@ -66,6 +66,8 @@ def segment_image(
     """
     h, w = image.shape[:2]
     if method == "grid":
+        if grid < 1:
+            raise ValueError(f"grid must be a cell side of at least 1 px, got {grid}")
         rows, cols = np.arange(h) // grid, np.arange(w) // grid
         seg = rows[:, None] * (cols.max() + 1) + cols[None, :]
     elif method == "slic":
@@ -269,8 +271,20 @@ class LimeSettings:
 
     def __post_init__(self) -> None:
         self.fills = check_fills(self.fills)
-        if self.num_samples < 2 or self.batch_size < 1 or self.top_k < 1:
-            raise ValueError("num_samples must be >= 2, batch_size and top_k >= 1")
+        lowest = {"num_samples": 2, "batch_size": 1, "top_k": 1, "n_segments": 2, "grid": 1}
+        for name, low in lowest.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"LimeSettings.{name} must be at least {low}, got {getattr(self, name)}")
+        if self.segmentation not in ("slic", "quickshift", "grid"):
+            raise ValueError(f"segmentation must be 'slic', 'quickshift' or 'grid', got '{self.segmentation}'")
+        if not (math.isfinite(self.compactness) and self.compactness > 0):
+            raise ValueError(f"LimeSettings.compactness must be a finite number > 0, got {self.compactness}")
+        if not (math.isfinite(self.blur_sigma) and self.blur_sigma >= 0):
+            raise ValueError(f"LimeSettings.blur_sigma must be a finite number >= 0, got {self.blur_sigma}")
+        if not (math.isfinite(self.kernel_width) and self.kernel_width > 0):
+            raise ValueError(f"LimeSettings.kernel_width must be a finite number > 0, got {self.kernel_width}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"LimeSettings.seed must be in 0..2**32-1 (numpy's seed range), got {self.seed}")
 
 
 def analyse(

@@ -41,6 +41,9 @@ __all__ = [
 ]
 
 Variant = Literal["token", "global"]
+#: Floor of the L1 row sum of the interaction weights, ``rows / max(sum, EPS)`` (the spec and the
+#: CLIP4Clip fork's ``l1norm``; the VSE∞ fork adds 1e-8 to the sum instead). A row that is all zero
+#: after the ReLU gives zero weights either way; the two differ only for sums below 1e-6.
 EPS = 1e-6
 
 
@@ -61,8 +64,9 @@ def interaction_weights(query: Tensor, keys: Tensor, mask: Tensor | None = None)
     """UniPT's parameter-free attention ``(B, Q, N)``: ReLU scores, L1-normalised per row.
 
     ``S = query @ keys^T``; masked key columns are multiplied by 0 (before the ReLU, as in the
-    paper's code); each row is divided by ``max(sum(row), 1e-6)``, so it sums to 1, or to 0 when
-    every score is <= 0. The identity term is *not* included (it is added by :class:`UniPT`).
+    paper's code); each row is divided by ``max(sum(row), EPS)`` (``EPS = 1e-6``), so it sums to 1,
+    to ``sum / 1e-6`` when the positive scores sum to less than 1e-6, and to 0 when every score is
+    <= 0. The identity term is *not* included (it is added by :class:`UniPT`).
     """
     scores = query @ keys.transpose(1, 2)
     if mask is not None:
@@ -113,8 +117,9 @@ class UniPT(nn.Module):
     ``variant="global"`` (CLIP4Clip ``module_adapter.py``): the query is the backbone's pooled
     output ``g`` ``(B, E)`` (``q = W_a relu(g) + b_a``), every state is a target with
     ``T_l = W_l relu(h_l) + b_l`` (no LayerNorm), the identity term becomes the target's token at
-    ``position`` (class token / end-of-text token), and ``Y = g + W_u relu(sum_l pi_l Z_l) + b_u``
-    ``(B, E)``.
+    ``position`` (class token / end-of-text token), or, for backbones that pool by averaging
+    (no pooled token), the target's mean over the tokens that pooling averages (``pool_mask``),
+    and ``Y = g + W_u relu(sum_l pi_l Z_l) + b_u`` ``(B, E)``.
 
     Args:
         hidden_dims: width ``D_l`` of each hidden state, in order (token variant: the last one
@@ -178,6 +183,7 @@ class UniPT(nn.Module):
         anchor: Tensor | None = None,
         position: Tensor | None = None,
         query_index: Tensor | None = None,
+        pool_mask: Tensor | None = None,
     ) -> UniPTOutput:
         """Run UniPT.
 
@@ -185,17 +191,23 @@ class UniPT(nn.Module):
             hidden_states: ``h_0..h_L``, each ``(B, N, D_l)`` (same ``B`` and ``N``).
             mask: ``(B, N)``, 1 for real tokens and 0 for padding (``None``: all real).
             anchor: global variant only: the backbone's pooled output ``(B, E)``.
-            position: global variant only: ``(B,)`` index of the token used as the identity term
-                (``None``: token 0, the class token).
+            position: global variant only: ``(B,)`` index of the pooled token (class token,
+                end-of-text token), used as the identity term. ``None`` (a backbone that pools
+                by averaging, e.g. a timm ViT with ``global_pool="avg"``): the identity term is
+                the target's mean over the ``pool_mask`` tokens instead.
+            pool_mask: global variant only, with ``position=None``: ``(B, N)``, 1 for the tokens
+                the backbone's pooling averages (e.g. the patch tokens, not the prefix tokens);
+                ``None``: every real token (``mask``).
             query_index: token variant only: ``(B,)`` token whose output is wanted (e.g. the
                 class token). Only those query rows are computed; the result equals
                 ``features[arange(B), query_index]`` of the full call, at a fraction of the memory.
         """
         self._check(hidden_states, mask)
         if self.variant == "global":
-            return self._forward_global(hidden_states, mask, anchor, position)
-        if anchor is not None or position is not None:
-            raise UniPTError("anchor and position are for variant='global'; the token variant's anchor is the last state")
+            return self._forward_global(hidden_states, mask, anchor, position, pool_mask)
+        if anchor is not None or position is not None or pool_mask is not None:
+            raise UniPTError("anchor, position and pool_mask are for variant='global'; "
+                             "the token variant's anchor is the last state")
         targets = [down(h) for down, h in zip(self.down, hidden_states, strict=True)]
         anchor_tokens = targets.pop()
         anchor_pooled = masked_mean(anchor_tokens, mask)
@@ -236,17 +248,28 @@ class UniPT(nn.Module):
         return torch.cat([interaction_weights(query, t, mask) for t in targets], dim=1)
 
     def _forward_global(self, states: Sequence[Tensor], mask: Tensor | None, anchor: Tensor | None,
-                        position: Tensor | None) -> UniPTOutput:
+                        position: Tensor | None, pool_mask: Tensor | None) -> UniPTOutput:
         if anchor is None or anchor.ndim != 2 or anchor.shape[-1] != self.embed_dim:
             got = None if anchor is None else tuple(anchor.shape)
             raise UniPTError(f"variant='global' needs anchor of shape (B, {self.embed_dim}), got {got}")
+        if pool_mask is not None and pool_mask.shape != states[0].shape[:2]:
+            raise UniPTError(f"pool_mask has shape {tuple(pool_mask.shape)}; expected (B, N) = {tuple(states[0].shape[:2])}")
         targets = [down(h) for down, h in zip(self.down, states, strict=True)]
         query = self.anchor_down(anchor).unsqueeze(1)
-        rows = torch.arange(len(anchor), device=anchor.device)
-        pos = torch.zeros_like(rows) if position is None else position
-        identity = [t[rows, pos].unsqueeze(1) for t in targets]
+        identity = [self._identity(t, position, mask, pool_mask) for t in targets]
         z, pi = self._aggregate(query.squeeze(1), query, targets, identity, mask)
         return UniPTOutput(anchor + self.up(z).squeeze(1), pi)
+
+
+    @staticmethod
+    def _identity(target: Tensor, position: Tensor | None, mask: Tensor | None, pool_mask: Tensor | None) -> Tensor:
+        """Global variant's identity term ``(B, 1, M)``: the target at the pooled token, or its mean
+        over the pooled tokens (``pool_mask`` and ``mask``) for backbones that pool by averaging."""
+        if position is not None:
+            rows = torch.arange(len(target), device=target.device)
+            return target[rows, position].unsqueeze(1)
+        keep = pool_mask if mask is None else (mask if pool_mask is None else pool_mask * mask)
+        return masked_mean(target, keep).unsqueeze(1)
 
 
 # ---- reading hidden states --------------------------------------------------------------------------
@@ -260,12 +283,16 @@ class HiddenStates:
         mask: ``(B, N)`` real-token mask (text), or ``None``.
         position: ``(B,)`` index of the pooled token (class token, end-of-text token), or ``None``
             when the backbone pools by averaging.
+        pool_mask: with ``position=None``: ``(B, N)``, 1 for the tokens the backbone's pooling
+            averages (timm: the tokens after the prefix tokens, unless ``pool_include_prefix``);
+            ``None``: every real token.
     """
 
     states: list[Tensor]
     pooled: Tensor
     mask: Tensor | None = None
     position: Tensor | None = None
+    pool_mask: Tensor | None = None
 
 
 def _with_prefix(features: Tensor, prefix: Tensor | None) -> Tensor:
@@ -308,8 +335,18 @@ def vit_hidden_states(backbone: nn.Module, x: Tensor) -> HiddenStates:
     states = _token_states(inter)
     pooled = backbone.forward_head(inter.final, pre_logits=True)
     has_cls = bool(getattr(backbone, "cls_token", None) is not None) and getattr(backbone, "global_pool", "token") == "token"
-    position = torch.zeros(len(x), dtype=torch.long, device=x.device) if has_cls else None
-    return HiddenStates(states, pooled, None, position)
+    if has_cls:
+        return HiddenStates(states, pooled, None, torch.zeros(len(x), dtype=torch.long, device=x.device))
+    skip = 0 if getattr(backbone, "pool_include_prefix", False) else int(backbone.num_prefix_tokens)
+    return HiddenStates(states, pooled, None, None, _pooled_tokens(states[0], skip))
+
+
+def _pooled_tokens(state: Tensor, skip: int) -> Tensor | None:
+    """``(B, N)`` mask of the tokens after the first ``skip`` (prefix) tokens; ``None`` when ``skip == 0``."""
+    if skip == 0:
+        return None
+    b, n = state.shape[:2]
+    return (torch.arange(n, device=state.device) >= skip).to(state.dtype).expand(b, n)
 
 
 def _text_owner(model: nn.Module) -> nn.Module:
@@ -358,8 +395,10 @@ def open_clip_hidden_states(model: nn.Module, x: Tensor, tower: Literal["image",
         states = _token_states(inter)
         visual = model.visual
         has_cls = getattr(visual, "class_embedding", None) is not None and getattr(visual, "pool_type", "tok") == "tok"
-        position = torch.zeros(len(x), dtype=torch.long, device=x.device) if has_cls else None
-        return HiddenStates(states, inter.final, None, position)
+        if has_cls:
+            return HiddenStates(states, inter.final, None, torch.zeros(len(x), dtype=torch.long, device=x.device))
+        skip = 1 if getattr(visual, "class_embedding", None) is not None and getattr(visual, "pool_type", "") == "avg" else 0
+        return HiddenStates(states, inter.final, None, None, _pooled_tokens(states[0], skip))
     owner = _text_owner(model)
     if getattr(owner, "cls_emb", None) is not None:
         raise UniPTError("UniPT does not read open_clip text towers with an appended class token (CoCa)")
@@ -381,7 +420,8 @@ class _ClassifierSide(nn.Module):
 
     def forward(self, hidden: HiddenStates) -> Tensor:
         if self.unipt.variant == "global":
-            out = self.unipt(hidden.states, hidden.mask, anchor=hidden.pooled, position=hidden.position)
+            out = self.unipt(hidden.states, hidden.mask, anchor=hidden.pooled, position=hidden.position,
+                             pool_mask=hidden.pool_mask)
             feats = out.features
         elif self.readout == "cls":
             out = self.unipt(hidden.states, hidden.mask, query_index=hidden.position)
@@ -506,7 +546,8 @@ class UniPTTower(nn.Module):
         with torch.no_grad():
             hidden = open_clip_hidden_states(model, x, self.tower)
         if self.unipt.variant == "global":
-            out = self.unipt(hidden.states, hidden.mask, anchor=hidden.pooled, position=hidden.position)
+            out = self.unipt(hidden.states, hidden.mask, anchor=hidden.pooled, position=hidden.position,
+                             pool_mask=hidden.pool_mask)
         else:
             out = self.unipt(hidden.states, hidden.mask, query_index=hidden.position)
         self.last_layer_weights = out.layer_weights.detach()
