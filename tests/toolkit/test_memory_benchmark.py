@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import visionkit.memory as memory
+from visionkit.backbones import BackboneError
 from visionkit.errors import VisionkitError
 from visionkit.memory.benchmark import (
     BenchmarkCase,
@@ -61,8 +62,10 @@ def test_select_cases_puts_the_reference_first_and_names_unknown_ones():
 
 def test_check_backbone_refuses_bad_input_in_one_line():
     check_backbone(BenchmarkConfig(backbone="test_vit", image_size=32, batch_size=2))
-    with pytest.raises(BenchmarkError, match="'not_a_model_xyz' is not a timm model name"):
+    with pytest.raises(BackboneError, match="'not_a_model_xyz' is not a timm model name"):
         check_backbone(BenchmarkConfig(backbone="not_a_model_xyz"))
+    with pytest.raises(BackboneError, match=r"closest names: \['resnet18'"):
+        check_backbone(BenchmarkConfig(backbone="resnet181"))
     with pytest.raises(BenchmarkError, match="must be positive"):
         check_backbone(BenchmarkConfig(backbone="test_vit", batch_size=0))
 

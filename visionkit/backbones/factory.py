@@ -54,13 +54,24 @@ def _close_timm_names(name: str, n: int = 5) -> list[str]:
     return difflib.get_close_matches(arch, _timm_names(), n=n, cutoff=0.6)
 
 
-def _create_timm(name: str, pretrained: bool, image_size: int | None = None, **kwargs: Any) -> nn.Module:
+def check_timm_name(name: str) -> None:
+    """Refuse a name timm does not know, suggesting the closest known names.
+
+    Raises:
+        BackboneError: ``name`` is not a timm architecture (one line, with close matches).
+    """
     import timm
 
     if not timm.is_model(name):
         close = _close_timm_names(name)
         hint = f"; closest names: {close}" if close else ""
         raise BackboneError(f"backbone '{name}' is not a timm model name (see timm.list_models()){hint}")
+
+
+def _create_timm(name: str, pretrained: bool, image_size: int | None = None, **kwargs: Any) -> nn.Module:
+    import timm
+
+    check_timm_name(name)
     try:
         model = timm.create_model(name, pretrained=pretrained, **kwargs)
         size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (0, 0, 0))[-1]

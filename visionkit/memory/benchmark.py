@@ -148,19 +148,14 @@ def check_backbone(config: BenchmarkConfig) -> None:
     """Refuse, before building anything, a backbone timm does not know, bad sizes or a missing CUDA device.
 
     Raises:
-        BenchmarkError: with the reason on one line.
+        BenchmarkError: bad sizes or a missing CUDA device; BackboneError: an unknown timm name (one line each).
     """
-    import timm
-
-    from visionkit.backbones.factory import OPEN_CLIP_PREFIX
+    from visionkit.backbones.factory import OPEN_CLIP_PREFIX, check_timm_name
 
     if config.image_size < 1 or config.batch_size < 1:
         raise BenchmarkError("--image-size and --batch-size must be positive")
-    if not config.backbone.startswith(OPEN_CLIP_PREFIX) and not timm.is_model(config.backbone):
-        close = timm.list_models(f"*{config.backbone[:6]}*")[:5]
-        raise BenchmarkError(
-            f"backbone '{config.backbone}' is not a timm model name" + (f" (similar: {close})" if close else "")
-        )
+    if not config.backbone.startswith(OPEN_CLIP_PREFIX):
+        check_timm_name(config.backbone)
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise BenchmarkError("--device cuda requested but CUDA is not available")
 

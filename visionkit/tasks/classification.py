@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from visionkit.backbones.assets import load_asset
 from visionkit.backbones.factory import classifier_prefixes, create_backbone, input_normalization
-from visionkit.core.task import VisionTask, prediction_dict
+from visionkit.core.task import VisionTask
 from visionkit.tuners import BaseTuner, LoRATuner
 from visionkit.utils.viz import annotate
 
@@ -108,12 +108,6 @@ class ClassifierBase(VisionTask):
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.hparams.label_smoothing)
         return {"loss": loss, "preds": logits, "target": batch["label"]}
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """``{"probs": (B, num_classes) float32 softmax, "index": (B,) int64, "path": list of B str}``;
-        ``index``/``path`` come from the batch when it has them (see :func:`~visionkit.core.task.prediction_dict`).
-        """
-        return prediction_dict(batch, self(batch["image"]).float().softmax(-1))
 
     def visualize(self, batch: dict[str, Any], outputs: dict[str, Tensor] | None) -> dict[str, Tensor]:
         images = super().visualize(batch, outputs)["input"]
