@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, DistributedSampler
@@ -24,14 +24,14 @@ def split_sizes(num_train: int, num_val: int, num_test: int) -> dict[str, int]:
 
 
 class VisionDataModule(pl.LightningDataModule, ABC):
-    """Base datamodule. Subclasses set ``num_classes``, ``in_channels`` and ``image_size`` in
-    ``__init__`` (the CLI links them into the task before ``setup`` runs) and implement
-    :meth:`build_dataset`.
+    """Base datamodule. Subclasses declare only their own arguments plus ``**kwargs`` (passed on to
+    this constructor), set ``num_classes`` and ``in_channels`` in ``__init__`` (the CLI links them
+    and ``image_size`` into the task before ``setup`` runs) and implement :meth:`build_dataset`.
 
     Args:
-        batch_size: samples per batch (per device).
+        batch_size: samples per batch (per device); ``None``: the datamodule's ``default_batch_size``.
         num_workers: DataLoader worker processes.
-        image_size: image side in pixels.
+        image_size: image side in pixels; ``None``: the datamodule's ``default_image_size``.
         seed: seed of the split and of the per-epoch shuffle order.
     """
 
@@ -39,9 +39,16 @@ class VisionDataModule(pl.LightningDataModule, ABC):
     in_channels: int = 3
     #: ``"multiclass"`` (one label per image) or ``"multilabel"`` (multi-hot labels).
     task: str = "multiclass"
+    #: ``batch_size`` and ``image_size`` when they are not given.
+    default_batch_size: ClassVar[int] = 32
+    default_image_size: ClassVar[int] = 32
 
-    def __init__(self, batch_size: int = 32, num_workers: int = 0, image_size: int = 32, seed: int = 0) -> None:
+    def __init__(
+        self, batch_size: int | None = None, num_workers: int = 0, image_size: int | None = None, seed: int = 0
+    ) -> None:
         super().__init__()
+        batch_size = self.default_batch_size if batch_size is None else batch_size
+        image_size = self.default_image_size if image_size is None else image_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         if num_workers < 0:

@@ -8,6 +8,7 @@ keep the file order, so captions of one image stay together.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from visionkit.data.datamodules.base import SPLITS, VisionDataModule, split_sizes
 from visionkit.data.datamodules.synthetic_shapes import SPLIT_SEED_OFFSET
@@ -35,8 +36,10 @@ class SyntheticCaptionsDataModule(CaptionDataModule):
         num_train, num_val, num_test: split sizes (images; one caption each).
         num_shapes, num_colours: how many shapes and colours to draw from (1 to 8).
         cache: keep the drawn items in memory (each split is drawn once, not every epoch).
-        batch_size, num_workers, image_size, seed: see :class:`VisionDataModule`.
+        **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``seed`` of :class:`VisionDataModule`.
     """
+
+    default_batch_size = 128
 
     def __init__(
         self,
@@ -48,12 +51,9 @@ class SyntheticCaptionsDataModule(CaptionDataModule):
         num_shapes: int = 8,
         num_colours: int = 8,
         cache: bool = True,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        image_size: int = 32,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, seed)
+        super().__init__(**kwargs)
         self.describe, self.templates = describe, templates
         self.num_shapes, self.num_colours, self.cache = num_shapes, num_colours, cache
         self.sizes = split_sizes(num_train, num_val, num_test)
@@ -77,8 +77,11 @@ class CaptionCSVDataModule(CaptionDataModule):
         train_csv, val_csv, test_csv: the split files (``val_csv``, ``test_csv`` optional).
         image_root: folder relative image paths are resolved against (default: each CSV's folder).
         image_column, caption_column: header names of the image path and caption columns.
-        batch_size, num_workers, image_size, seed: see :class:`VisionDataModule`.
+        **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``seed`` of :class:`VisionDataModule`.
     """
+
+    default_batch_size = 64
+    default_image_size = 224
 
     def __init__(
         self,
@@ -88,12 +91,9 @@ class CaptionCSVDataModule(CaptionDataModule):
         image_root: str | None = None,
         image_column: str = "image",
         caption_column: str = "caption",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 224,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, seed)
+        super().__init__(**kwargs)
         self.files = {"train": train_csv, "val": val_csv, "test": test_csv}
         self.image_root, self.image_column, self.caption_column = image_root, image_column, caption_column
         for split in SPLITS:
@@ -127,8 +127,11 @@ class KarpathyDataModule(CaptionDataModule):
         image_root: folder holding the images (``<image_root>/<filepath>/<filename>``).
         include_restval: whether train includes the ``"restval"`` images.
         max_captions_per_image: keep at most this many captions per image (``None``: all).
-        batch_size, num_workers, image_size, seed: see :class:`VisionDataModule`.
+        **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``seed`` of :class:`VisionDataModule`.
     """
+
+    default_batch_size = 64
+    default_image_size = 224
 
     def __init__(
         self,
@@ -136,12 +139,9 @@ class KarpathyDataModule(CaptionDataModule):
         image_root: str,
         include_restval: bool = True,
         max_captions_per_image: int | None = None,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 224,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, seed)
+        super().__init__(**kwargs)
         self.annotations, self.image_root = annotations, image_root
         self.include_restval, self.max_captions_per_image = include_restval, max_captions_per_image
         self.dataset("val")  # checks the file and the val images now, not at setup time

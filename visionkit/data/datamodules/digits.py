@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from visionkit.data.datamodules.base import VisionDataModule
@@ -16,8 +18,10 @@ class DigitsDataModule(VisionDataModule):
     Args:
         num_train, num_val, num_test: split sizes (at most 1797 together).
         channels: 1 (grey) or 3 (grey repeated for RGB backbones).
-        batch_size, num_workers, image_size, seed: see :class:`VisionDataModule`.
+        **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``seed`` of :class:`VisionDataModule`.
     """
+
+    default_batch_size = 64
 
     def __init__(
         self,
@@ -25,12 +29,9 @@ class DigitsDataModule(VisionDataModule):
         num_val: int = 300,
         num_test: int = 297,
         channels: int = 3,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 32,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, seed)
+        super().__init__(**kwargs)
         if min(num_train, num_val, num_test) < 1 or num_train + num_val + num_test > NUM_DIGITS:
             raise ValueError(
                 f"split sizes ({num_train}, {num_val}, {num_test}) must be positive and sum to at most {NUM_DIGITS}"
@@ -38,7 +39,7 @@ class DigitsDataModule(VisionDataModule):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.num_classes, self.in_channels = 10, channels
-        order = np.random.default_rng(seed).permutation(NUM_DIGITS)
+        order = np.random.default_rng(self.seed).permutation(NUM_DIGITS)
         self.split_indices = {
             "train": order[:num_train],
             "val": order[num_train : num_train + num_val],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,10 @@ class ImageFolderDataModule(VisionDataModule):
         val_fraction, test_fraction: held-out shares when there are no split folders.
         channels: 3 (RGB) or 1 (grey).
         predict_root: folder of unlabelled images to predict (``None``: the test split).
-        batch_size, num_workers, image_size, seed: see :class:`VisionDataModule`.
+        **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``seed`` of :class:`VisionDataModule`.
     """
+
+    default_image_size = 224
 
     def __init__(
         self,
@@ -38,13 +41,10 @@ class ImageFolderDataModule(VisionDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.0,
         channels: int = 3,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        image_size: int = 224,
-        seed: int = 0,
         predict_root: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, seed)
+        super().__init__(**kwargs)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -60,7 +60,7 @@ class ImageFolderDataModule(VisionDataModule):
             self.split_indices = None
         else:
             self.classes, items = scan_image_folder(self.root)
-            order = np.random.default_rng(seed).permutation(len(items))
+            order = np.random.default_rng(self.seed).permutation(len(items))
             n_val, n_test = round(val_fraction * len(items)), round(test_fraction * len(items))
             self.split_indices = {
                 "val": order[:n_val],
@@ -71,7 +71,7 @@ class ImageFolderDataModule(VisionDataModule):
         self.predict_root = None if predict_root is None else Path(predict_root)
         self.predict_images = None
         if self.predict_root is not None:
-            self.predict_images = UnlabelledImages(self.predict_root, image_size, channels, classes=self.classes)
+            self.predict_images = UnlabelledImages(self.predict_root, self.image_size, channels, classes=self.classes)
 
     def predict_dataset(self) -> UnlabelledImages | ImageFolder:
         """The images under ``predict_root`` when it was given, else the ``test`` split."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from visionkit.data.datamodules.base import VisionDataModule, split_sizes
 from visionkit.data.datasets.synthetic_shapes import SyntheticMultiShapes, SyntheticShapes
 
@@ -16,8 +18,10 @@ class SyntheticShapesDataModule(VisionDataModule):
         num_classes: number of shape classes (2 to 8).
         num_train, num_val, num_test: split sizes.
         min_scale, max_scale: object half-size as a fraction of the image side.
-        batch_size, num_workers, image_size, seed: see :class:`VisionDataModule`.
+        **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``seed`` of :class:`VisionDataModule`.
     """
+
+    default_batch_size = 64
 
     def __init__(
         self,
@@ -27,12 +31,9 @@ class SyntheticShapesDataModule(VisionDataModule):
         num_test: int = 500,
         min_scale: float = 0.2,
         max_scale: float = 0.38,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        image_size: int = 32,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, image_size, seed)
+        super().__init__(**kwargs)
         self.num_classes = num_classes
         self.sizes = split_sizes(num_train, num_val, num_test)
         self.min_scale, self.max_scale = min_scale, max_scale
@@ -53,6 +54,8 @@ class SyntheticMultiShapesDataModule(SyntheticShapesDataModule):
         others: see :class:`SyntheticShapesDataModule`.
     """
 
+    default_image_size = 64
+
     task = "multilabel"
 
     def __init__(
@@ -64,15 +67,10 @@ class SyntheticMultiShapesDataModule(SyntheticShapesDataModule):
         min_scale: float = 0.12,
         max_scale: float = 0.22,
         max_objects: int = 3,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        image_size: int = 64,
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
         self.max_objects = max_objects
-        super().__init__(
-            num_classes, num_train, num_val, num_test, min_scale, max_scale, batch_size, num_workers, image_size, seed
-        )
+        super().__init__(num_classes, num_train, num_val, num_test, min_scale, max_scale, **kwargs)
 
     def build_dataset(self, split: str) -> SyntheticMultiShapes:
         return SyntheticMultiShapes(
