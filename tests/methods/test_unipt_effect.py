@@ -8,9 +8,23 @@ beat the frozen zero-shot model clearly. Run with ``pytest -m slow -s`` to see t
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
-from visionkit.methods.unipt.demo import classification_transfer, markdown, retrieval_transfer
+from tests.conftest import REPO
+from visionkit.utils.arm_report import markdown_table
+
+
+def _transfer_script():
+    """``scripts/unipt_transfer.py`` as a module (the arm tables and the two demos live there)."""
+    spec = importlib.util.spec_from_file_location("unipt_transfer", REPO / "scripts" / "unipt_transfer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TRANSFER = _transfer_script()
 
 # each demo trains several arms for minutes: more room than the suite's 600 s per-test guard
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -21,8 +35,8 @@ def by_arm(rows):
 
 
 def test_classification_transfer_unipt_beats_the_linear_probe(tmp_path):
-    rows = classification_transfer(epochs=15, seed=0, out_dir=tmp_path, progress=False)
-    print("\n" + markdown(rows, ["test_acc"]))
+    rows = TRANSFER.classification_transfer(epochs=15, seed=0, out_dir=tmp_path, progress=False)
+    print("\n" + markdown_table(rows, ["test_acc"]))
     arms = by_arm(rows)
     unipt, linear, full = arms["unipt"], arms["linear"], arms["full"]
     assert unipt["test_acc"] >= linear["test_acc"] + 0.05
@@ -33,8 +47,8 @@ def test_classification_transfer_unipt_beats_the_linear_probe(tmp_path):
 
 
 def test_retrieval_transfer_unipt_beats_zero_shot(tmp_path):
-    rows = retrieval_transfer(epochs=30, seed=0, out_dir=tmp_path, progress=False)
-    print("\n" + markdown(rows, ["test_i2t_r1", "test_t2i_r1", "test_rsum"]))
+    rows = TRANSFER.retrieval_transfer(epochs=30, seed=0, out_dir=tmp_path, progress=False)
+    print("\n" + markdown_table(rows, ["test_i2t_r1", "test_t2i_r1", "test_rsum"]))
     arms = by_arm(rows)
     unipt, zero = arms["unipt"], arms["zero_shot"]
     assert unipt["test_i2t_r1"] >= zero["test_i2t_r1"] + 10.0

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from visionkit.backbones import open_clip_hidden_states, vit_hidden_states
 from visionkit.memory import measure_training_step
 from visionkit.methods.unipt import (
     UniPT,
@@ -13,8 +14,6 @@ from visionkit.methods.unipt import (
     UniPTError,
     UniPTTower,
     interaction_weights,
-    open_clip_hidden_states,
-    vit_hidden_states,
 )
 
 

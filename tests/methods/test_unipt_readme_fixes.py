@@ -12,8 +12,9 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from tests.conftest import REPO
+from visionkit.backbones import vit_hidden_states
 from visionkit.methods.unipt import model as unipt_model
-from visionkit.methods.unipt.model import UniPT, UniPTClassifier, interaction_weights, vit_hidden_states
+from visionkit.methods.unipt.model import UniPT, UniPTClassifier, interaction_weights
 from visionkit.methods.unipt.task import UniPTRetrievalTask, UniPTTask
 
 README = (REPO / "visionkit" / "methods" / "unipt" / "README.md").read_text()

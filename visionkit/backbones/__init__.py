@@ -1,6 +1,14 @@
-"""Backbones: one factory for timm and open_clip models, and access to their intermediate activations."""
+"""Backbones: one factory for timm and open_clip models, and access to their intermediate activations
+and hidden states."""
 
 from visionkit.backbones.factory import BackboneError, create_backbone
+from visionkit.backbones.hidden_states import (
+    HiddenStates,
+    HiddenStatesError,
+    open_clip_hidden_states,
+    text_positions,
+    vit_hidden_states,
+)
 from visionkit.backbones.hooks import (
     ActivationEditor,
     ActivationRecorder,
@@ -8,13 +16,21 @@ from visionkit.backbones.hooks import (
     ModuleNameError,
     resolve_modules,
 )
-from visionkit.backbones.intermediates import Intermediates, get_intermediates, num_levels, take_indices
+from visionkit.backbones.intermediates import (
+    Intermediates,
+    get_intermediates,
+    num_levels,
+    open_clip_text_owner,
+    take_indices,
+)
 from visionkit.backbones.vit_stepper import ViTStepper, insert_tokens, remove_tokens
 
 __all__ = [
     "ActivationEditor",
     "ActivationRecorder",
     "BackboneError",
+    "HiddenStates",
+    "HiddenStatesError",
     "HookFiredTwiceError",
     "Intermediates",
     "ModuleNameError",
@@ -23,7 +39,11 @@ __all__ = [
     "get_intermediates",
     "insert_tokens",
     "num_levels",
+    "open_clip_hidden_states",
+    "open_clip_text_owner",
     "remove_tokens",
     "resolve_modules",
     "take_indices",
+    "text_positions",
+    "vit_hidden_states",
 ]

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from visionkit.backbones.hooks import ActivationRecorder, resolve_modules
 
-__all__ = ["Intermediates", "get_intermediates", "num_levels", "take_indices"]
+__all__ = ["Intermediates", "get_intermediates", "num_levels", "open_clip_text_owner", "take_indices"]
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +163,16 @@ def _feature_info_modules(model: nn.Module) -> list[str] | None:
     return names if names and all(names) else None
 
 
-def _open_clip_text_owner(model: nn.Module) -> nn.Module:
-    """The module whose ``transformer`` runs the text (a ``TextTransformer`` or a ``CLIP``)."""
+def open_clip_text_owner(model: nn.Module) -> nn.Module:
+    """The module holding an open_clip model's text layers: its ``.text`` tower (``CustomTextCLIP``,
+    ``CoCa``), else the model itself (a ``CLIP``, or a bare ``TextTransformer``)."""
     text = getattr(model, "text", None)
     return text if isinstance(text, nn.Module) else model
 
 
 def _open_clip_levels(model: nn.Module, tower: str) -> int:
     if tower == "text":
-        return len(_open_clip_text_owner(model).transformer.resblocks)
+        return len(open_clip_text_owner(model).transformer.resblocks)
     visual = getattr(model, "visual", model)
     if hasattr(visual, "transformer"):
         return len(visual.transformer.resblocks)
@@ -366,7 +367,7 @@ def _open_clip(
             out = model.forward_intermediates(text=x, text_indices=ordered, normalize=False, normalize_intermediates=norm)
             stop_early = False
         else:  # TextTransformer, or the .text tower of CustomTextCLIP / CoCa
-            owner = _open_clip_text_owner(model)
+            owner = open_clip_text_owner(model)
             out = owner.forward_intermediates(x, output_fmt="NLC", output_extra_tokens=prefix_tokens, **common)
         feats = list(out["text_intermediates"])
         prefix = out.get("text_intermediates_suffix") if prefix_tokens else None

@@ -2,11 +2,11 @@
 
 ``UniPT`` is the pure-torch side network; ``UniPTClassifier`` puts it on a frozen timm ViT and
 ``UniPTTower`` on one tower of a frozen open_clip model. ``UniPTTask`` (classification) and
-``UniPTRetrievalTask`` (image-text retrieval) are the Lightning tasks.
+``UniPTRetrievalTask`` (image-text retrieval) are the Lightning tasks. The hidden-state readers
+(``vit_hidden_states``, ``open_clip_hidden_states``, ``HiddenStates``) are in :mod:`visionkit.backbones`.
 """
 
 from visionkit.methods.unipt.model import (
-    HiddenStates,
     UniPT,
     UniPTClassifier,
     UniPTError,
@@ -14,13 +14,10 @@ from visionkit.methods.unipt.model import (
     UniPTTower,
     interaction_weights,
     masked_mean,
-    open_clip_hidden_states,
-    vit_hidden_states,
 )
 from visionkit.methods.unipt.task import UniPTRetrievalTask, UniPTTask
 
 __all__ = [
-    "HiddenStates",
     "UniPT",
     "UniPTClassifier",
     "UniPTError",
@@ -30,6 +27,4 @@ __all__ = [
     "UniPTTower",
     "interaction_weights",
     "masked_mean",
-    "open_clip_hidden_states",
-    "vit_hidden_states",
 ]

@@ -7,8 +7,8 @@ interaction width, ``E`` the output width.
 * :class:`UniPT` is the side network (parallel interaction + confidence aggregation), in the two
   published forms: ``variant="token"`` (VSE∞: the last layer's tokens are the queries) and
   ``variant="global"`` (CLIP4Clip: the backbone's pooled output embedding is the one query).
-* :func:`vit_hidden_states` and :func:`open_clip_hidden_states` read the hidden states of a timm
-  ViT / an open_clip tower through :func:`visionkit.backbones.intermediates.get_intermediates`.
+* The hidden states come from :func:`visionkit.backbones.vit_hidden_states` (timm ViT) and
+  :func:`visionkit.backbones.open_clip_hidden_states` (open_clip tower).
 * :class:`UniPTClassifier` is UniPT on a timm ViT with a linear head, built on
   :class:`visionkit.tuners.SideTuner` (backbone frozen, in eval mode, run under ``no_grad``).
 * :class:`UniPTTower` is UniPT on one open_clip tower (image or text) for retrieval.
@@ -16,19 +16,23 @@ interaction width, ``E`` the output width.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from visionkit.backbones.intermediates import Intermediates, get_intermediates
+from visionkit.backbones import (
+    HiddenStates,
+    HiddenStatesError,
+    open_clip_hidden_states,
+    vit_hidden_states,
+)
 from visionkit.errors import VisionkitError
 from visionkit.tuners import SideTuner
 
 __all__ = [
-    "HiddenStates",
     "UniPT",
     "UniPTClassifier",
     "UniPTError",
@@ -36,8 +40,6 @@ __all__ = [
     "UniPTTower",
     "interaction_weights",
     "masked_mean",
-    "open_clip_hidden_states",
-    "vit_hidden_states",
 ]
 
 Variant = Literal["token", "global"]
@@ -49,6 +51,17 @@ EPS = 1e-6
 
 class UniPTError(VisionkitError, ValueError):
     """A backbone or input UniPT cannot work with (one line, naming it)."""
+
+
+_T = TypeVar("_T")
+
+
+def _read(reader: Callable[..., _T], *args: object) -> _T:
+    """``reader(*args)``, a :class:`HiddenStatesError` re-raised as a one-line :class:`UniPTError`."""
+    try:
+        return reader(*args)
+    except HiddenStatesError as err:
+        raise UniPTError(f"UniPT {err.reason}") from err
 
 
 # ---- the side network ----------------------------------------------------------------------------
@@ -272,142 +285,6 @@ class UniPT(nn.Module):
         return masked_mean(target, keep).unsqueeze(1)
 
 
-# ---- reading hidden states --------------------------------------------------------------------------
-@dataclass
-class HiddenStates:
-    """What UniPT reads from a backbone (computed without autograd).
-
-    Attributes:
-        states: ``h_0..h_L``, each ``(B, N, D)`` with the prefix tokens first.
-        pooled: the backbone's pooled output ``(B, E)`` (timm pre-logits, open_clip embedding).
-        mask: ``(B, N)`` real-token mask (text), or ``None``.
-        position: ``(B,)`` index of the pooled token (class token, end-of-text token), or ``None``
-            when the backbone pools by averaging.
-        pool_mask: with ``position=None``: ``(B, N)``, 1 for the tokens the backbone's pooling
-            averages (timm: the tokens after the prefix tokens, unless ``pool_include_prefix``);
-            ``None``: every real token.
-    """
-
-    states: list[Tensor]
-    pooled: Tensor
-    mask: Tensor | None = None
-    position: Tensor | None = None
-    pool_mask: Tensor | None = None
-
-
-def _with_prefix(features: Tensor, prefix: Tensor | None) -> Tensor:
-    return features if prefix is None else torch.cat([prefix, features], dim=1)
-
-
-def _read_image_tokens(model: nn.Module, x: Tensor, what: str) -> Intermediates:
-    """Embedding + every block output (NLC, prefix tokens apart) in one pass, or a one-line UniPTError."""
-    try:
-        return get_intermediates(model, x, indices=None, output_fmt="NLC", prefix_tokens=True, include_embedding=True)
-    except (ValueError, AssertionError, RuntimeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UniPTError(f"UniPT cannot read {what}: {first}") from err
-
-
-def _token_states(inter: Intermediates) -> list[Tensor]:
-    """``h_0..h_L`` with the prefix tokens put back in front: ``[embedding, block_1, ..., block_L]``."""
-    prefix = inter.prefix or [None] * len(inter.features)
-    states = [_with_prefix(inter.embedding, inter.embedding_prefix)]
-    return states + [_with_prefix(f, p) for f, p in zip(inter.features, prefix, strict=True)]
-
-
-def _describe(backbone: nn.Module) -> str:
-    cfg = getattr(backbone, "pretrained_cfg", None) or {}
-    return f"'{cfg['architecture']}'" if cfg.get("architecture") else type(backbone).__name__
-
-
-def vit_hidden_states(backbone: nn.Module, x: Tensor) -> HiddenStates:
-    """Embedding + every block output of a timm ViT/DeiT (pre final norm), and its pre-logits.
-
-    Raises:
-        UniPTError: ``backbone`` is not a token model whose blocks can be read (e.g. a CNN).
-    """
-    if not hasattr(backbone, "num_prefix_tokens") or not hasattr(backbone, "forward_head"):
-        raise UniPTError(
-            f"UniPT needs a timm ViT-style backbone whose block token outputs can be read "
-            f"(VisionTransformer, DeiT, ...); {_describe(backbone)} has no token layers"
-        )
-    inter = _read_image_tokens(backbone, x, f"the intermediate layers of {_describe(backbone)}")
-    states = _token_states(inter)
-    pooled = backbone.forward_head(inter.final, pre_logits=True)
-    has_cls = bool(getattr(backbone, "cls_token", None) is not None) and getattr(backbone, "global_pool", "token") == "token"
-    if has_cls:
-        return HiddenStates(states, pooled, None, torch.zeros(len(x), dtype=torch.long, device=x.device))
-    skip = 0 if getattr(backbone, "pool_include_prefix", False) else int(backbone.num_prefix_tokens)
-    return HiddenStates(states, pooled, None, None, _pooled_tokens(states[0], skip))
-
-
-def _pooled_tokens(state: Tensor, skip: int) -> Tensor | None:
-    """``(B, N)`` mask of the tokens after the first ``skip`` (prefix) tokens; ``None`` when ``skip == 0``."""
-    if skip == 0:
-        return None
-    b, n = state.shape[:2]
-    return (torch.arange(n, device=state.device) >= skip).to(state.dtype).expand(b, n)
-
-
-def _text_owner(model: nn.Module) -> nn.Module:
-    """The module holding the open_clip text layers (``CLIP`` itself or a ``.text`` tower)."""
-    text = getattr(model, "text", None)
-    return text if isinstance(text, nn.Module) else model
-
-
-def text_positions(model: nn.Module, tokens: Tensor) -> tuple[Tensor, Tensor]:
-    """Index of the pooled token ``(B,)`` and the real-token mask ``(B, L)`` of open_clip token ids.
-
-    Supports the pooling types of open_clip's text towers: ``argmax`` (CLIP: the end-of-text
-    token has the largest id), ``last`` and ``first``.
-
-    Raises:
-        UniPTError: a pooling type without a single pooled token (e.g. ``mean``).
-    """
-    owner = _text_owner(model)
-    pool = getattr(owner, "text_pool_type", "argmax")
-    length = tokens.shape[1]
-    if pool == "argmax":
-        position = tokens.argmax(dim=-1)
-    elif pool == "last":
-        pad = getattr(owner, "pad_id", 0)
-        position = ((tokens != pad).long().cumsum(-1).argmax(-1)) if pad is not None else torch.full_like(tokens[:, 0], length - 1)
-    elif pool == "first":
-        position = torch.zeros_like(tokens[:, 0])
-    else:
-        raise UniPTError(f"UniPT reads open_clip text towers that pool one token (argmax/last/first), not '{pool}'")
-    mask = torch.arange(length, device=tokens.device).unsqueeze(0) <= position.unsqueeze(1)
-    return position, mask
-
-
-def open_clip_hidden_states(model: nn.Module, x: Tensor, tower: Literal["image", "text"]) -> HiddenStates:
-    """Hidden states of an open_clip tower and its (unnormalised) output embedding.
-
-    Image: ``ln_pre`` output + every residual block output, class token first. Text: the token
-    embedding (+ positions) + every residual block output; ``mask`` covers the tokens up to the
-    pooled one (causal attention makes later tokens irrelevant to it).
-
-    Raises:
-        UniPTError: the tower has no readable transformer layers (e.g. a ModifiedResNet image tower).
-    """
-    if tower == "image":
-        inter = _read_image_tokens(model, x, f"the image tower of {type(model).__name__}")
-        states = _token_states(inter)
-        visual = model.visual
-        has_cls = getattr(visual, "class_embedding", None) is not None and getattr(visual, "pool_type", "tok") == "tok"
-        if has_cls:
-            return HiddenStates(states, inter.final, None, torch.zeros(len(x), dtype=torch.long, device=x.device))
-        skip = 1 if getattr(visual, "class_embedding", None) is not None and getattr(visual, "pool_type", "") == "avg" else 0
-        return HiddenStates(states, inter.final, None, None, _pooled_tokens(states[0], skip))
-    owner = _text_owner(model)
-    if getattr(owner, "cls_emb", None) is not None:
-        raise UniPTError("UniPT does not read open_clip text towers with an appended class token (CoCa)")
-    inter = get_intermediates(model, x, tower="text", output_fmt="NLC", prefix_tokens=False)
-    embedding = owner.token_embedding(x) + owner.positional_embedding[: x.shape[1]].to(owner.token_embedding.weight.dtype)
-    position, mask = text_positions(model, x)
-    return HiddenStates([embedding, *inter.features], inter.final, mask, position)
-
-
 # ---- UniPT on a timm ViT (classification) ---------------------------------------------------------------
 class _ClassifierSide(nn.Module):
     """UniPT + read-out + linear head, called by :class:`SideTuner` with a :class:`HiddenStates`."""
@@ -507,7 +384,7 @@ def _probe(backbone: nn.Module, image_size: int | None) -> HiddenStates:
     backbone.eval()
     try:
         with torch.no_grad():
-            return vit_hidden_states(backbone, torch.zeros(1, chans, size, size))
+            return _read(vit_hidden_states, backbone, torch.zeros(1, chans, size, size))
     finally:
         backbone.train(was_training)
 
@@ -534,7 +411,7 @@ class UniPTTower(nn.Module):
         if tower not in ("image", "text"):
             raise UniPTError(f"tower must be 'image' or 'text', got '{tower}'")
         with torch.no_grad():
-            probe = open_clip_hidden_states(model, example, tower)
+            probe = _read(open_clip_hidden_states, model, example, tower)
         if variant == "token" and probe.position is None:
             raise UniPTError(f"variant='token' needs a class or end-of-text token in the {tower} tower")
         self.tower = tower
