@@ -8,6 +8,7 @@
 Runs alternate (plain, masked, plain, masked, ...) so that load changes hit both arms alike; the
 medians and their ratio are printed (target: <= 1.5x for both). When a target is missed, or with
 ``--profile``, the masked forward is profiled and its most expensive operators are listed.
+The timing itself is :mod:`visionkit.methods.layer_masking.benchmark`.
 
     python scripts/bench_layer_masking.py                       # ~2-4 min on 2 CPU cores
     python scripts/bench_layer_masking.py --batch 8 --repeats 5 --json bench.json
@@ -18,10 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 TARGET = 1.5
@@ -52,95 +52,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _timed(fn: Any, device: str) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def profile_masked(model: Any, x: Any, keep: Any, rows: int = 12) -> str:
-    """Operator table (self CPU time) of one masked forward."""
-    import torch
-    from torch.profiler import profile
-
-    with torch.inference_mode(), profile() as prof:
-        model(x, keep_mask=keep)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run both benchmarks; returns 0 (a missed target is reported, not an error)."""
     args = parse_args(argv)
-    import numpy as np
     import timm
     import torch
 
     from visionkit.methods.layer_masking import convert
-    from visionkit.methods.layer_masking.lime_analysis import MaskedClassifier, explain, segment_image
+    from visionkit.methods.layer_masking.benchmark import (
+        bench_forward,
+        bench_lime,
+        profile_masked,
+        random_keep,
+    )
 
     torch.manual_seed(0)
-    dev = args.device
+    dev, s = args.device, args.image_size
     model = convert(timm.create_model(args.model, pretrained=False).eval()).to(dev)
-    s, cells = args.image_size, -(-args.image_size // args.cell)
     x = torch.rand(args.batch, 3, s, s, device=dev)
-    gen = torch.Generator().manual_seed(0)
-    keep = (torch.rand(args.batch, 1, cells, cells, generator=gen) >= args.hidden).float()
-    keep = keep.repeat_interleave(args.cell, 2).repeat_interleave(args.cell, 3)[..., :s, :s].to(dev)
+    keep = random_keep(args.batch, s, args.cell, args.hidden).to(dev)
     print(f"{args.model}, {s} px, batch {args.batch}, {torch.get_num_threads()} threads on {dev}; "
           f"{100 * (1 - float(keep.mean())):.0f}% hidden in {args.cell} px cells", flush=True)
 
     results: dict[str, Any] = {"model": args.model, "image_size": s, "batch": args.batch, "device": dev,
                                "threads": torch.get_num_threads()}
-    with torch.inference_mode():
-        model(x[:2]), model(x[:2], keep_mask=keep[:2])  # warm-up (kernel selection)
-        same = torch.equal(model(x[:2]), model(x[:2], keep_mask=torch.ones_like(keep[:2])))
-        plain_t, masked_t = [], []
-        for i in range(args.repeats):
-            plain_t.append(_timed(lambda: model(x), dev))
-            masked_t.append(_timed(lambda: model(x, keep_mask=keep), dev))
-            print(f"  forward pair {i + 1}/{args.repeats}: plain {plain_t[-1]:.2f} s, masked {masked_t[-1]:.2f} s", flush=True)
-    fwd = statistics.median(masked_t) / statistics.median(plain_t)
-    results["forward"] = {"plain_s": plain_t, "masked_s": masked_t, "ratio": fwd, "all_ones_equal": same}
-
-    lime_ratio = None
+    fwd = results["forward"] = bench_forward(model, x, keep, args.repeats, dev)
+    lime = None
     if args.lime_samples > 0:
-        from PIL import Image
-        from skimage.data import astronaut
+        lime = results["lime"] = bench_lime(model, s, args.segments, args.lime_samples, args.lime_batch,
+                                            args.lime_repeats, dev)
 
-        photo = np.asarray(Image.fromarray(astronaut()).resize((s, s), Image.BILINEAR), dtype=np.float64) / 255.0
-        segments = segment_image(photo, "slic", n_segments=args.segments)
-        lm_fn = MaskedClassifier(model, "layer", device=dev, max_batch=args.lime_batch)
-        grey_fn = MaskedClassifier(model, "grey", device=dev, max_batch=args.lime_batch)
-        label = int(lm_fn(photo[None])[0].argmax())
-        grey_t, lm_t = [], []
-        for i in range(args.lime_repeats):
-            grey_t.append(_timed(lambda: explain(photo, segments, grey_fn, label, args.lime_samples, args.lime_batch), dev))
-            lm_t.append(_timed(lambda: explain(photo, segments, lm_fn, label, args.lime_samples, args.lime_batch), dev))
-            print(f"  LIME pair {i + 1}/{args.lime_repeats}: grey {grey_t[-1]:.2f} s, layer {lm_t[-1]:.2f} s "
-                  f"({args.lime_samples} samples, {int(segments.max()) + 1} segments)", flush=True)
-        lime_ratio = statistics.median(lm_t) / statistics.median(grey_t)
-        results["lime"] = {"grey_s": grey_t, "layer_s": lm_t, "ratio": lime_ratio, "samples": args.lime_samples,
-                           "segments": int(segments.max()) + 1}
-
+    verdict = lambda ratio: f"{'met' if ratio <= TARGET else 'MISSED'} (<= {TARGET}x)"  # noqa: E731
     print("\n| benchmark | baseline (s) | layer masking (s) | ratio | target |")
     print("|---|---|---|---|---|")
-    print(f"| forward, batch {args.batch} | {statistics.median(plain_t):.2f} | {statistics.median(masked_t):.2f} | "
-          f"{fwd:.2f}x | {'met' if fwd <= TARGET else 'MISSED'} (<= {TARGET}x) |")
-    if lime_ratio is not None:
-        print(f"| LIME, {args.lime_samples} samples | {statistics.median(grey_t):.2f} (grey) | "
-              f"{statistics.median(lm_t):.2f} | {lime_ratio:.2f}x | {'met' if lime_ratio <= TARGET else 'MISSED'} "
-              f"(<= {TARGET}x) |")
-    print(f"all-ones mask reproduces the plain output exactly: {same}")
-    if args.profile or fwd > TARGET or (lime_ratio or 0) > TARGET:
+    print(f"| forward, batch {args.batch} | {median(fwd['plain_s']):.2f} | {median(fwd['masked_s']):.2f} | "
+          f"{fwd['ratio']:.2f}x | {verdict(fwd['ratio'])} |")
+    if lime is not None:
+        print(f"| LIME, {args.lime_samples} samples | {median(lime['grey_s']):.2f} (grey) | "
+              f"{median(lime['layer_s']):.2f} | {lime['ratio']:.2f}x | {verdict(lime['ratio'])} |")
+    print(f"all-ones mask reproduces the plain output exactly: {fwd['all_ones_equal']}")
+    if args.profile or fwd["ratio"] > TARGET or (lime["ratio"] if lime else 0) > TARGET:
         table = profile_masked(model, x, keep)
         results["profile"] = table
         print("\nwhere the masked forward spends its time:\n" + table)

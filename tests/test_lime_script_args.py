@@ -123,3 +123,20 @@ def test_a_good_run_is_published_as_the_next_run_folder(tmp_path, capsys) -> Non
         "panels", "segments.npz", "explanations.json", "summary.json", "summary.csv"}
     assert len(list((out / "run_001" / "panels").glob("*.png"))) == 2
     assert f"wrote {out / 'run_001'}" in capsys.readouterr().out
+
+
+def test_a_checkpoint_alone_is_rebuilt_with_load_task(tmp_path, capsys) -> None:
+    """``--ckpt`` alone: the task comes back through ``visionkit.core.loading.load_task`` (no signature filtering)."""
+    from visionkit.methods.layer_masking import LayerMaskingTask
+
+    task = LayerMaskingTask(backbone="test_resnet", num_classes=4, image_size=32)
+    ckpt = tmp_path / "lm.ckpt"
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}, ckpt)
+    out = tmp_path / "lime"
+    assert script.main([*SMALL, "--ckpt", str(ckpt), "skimage:astronaut", "--segmentation", "grid", "--grid", "8",
+                        "--out", str(out)]) == 0
+    assert f"checkpoint {ckpt}" in capsys.readouterr().out
+    assert len(list((out / "run_000" / "panels").glob("*.png"))) == 1
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    line = error_line(capsys, [*SMALL, "--ckpt", str(tmp_path / "bad.ckpt"), "skimage:astronaut", "--out", str(out)])
+    assert "bad.ckpt" in line

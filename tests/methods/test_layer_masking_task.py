@@ -10,9 +10,15 @@ import torch
 
 from tests.conftest import REPO
 from visionkit.cli import main
+from visionkit.core.loading import load_task
 from visionkit.core.trainer import build_trainer
 from visionkit.data.datamodules.synthetic_shapes import SyntheticShapesDataModule
-from visionkit.methods.layer_masking import LayerMaskingError, LayerMaskingTask, is_layer_masked
+from visionkit.methods.layer_masking import (
+    LayerMaskingError,
+    LayerMaskingTask,
+    MaskingProtocolEvaluator,
+    is_layer_masked,
+)
 from visionkit.tasks import ClassificationTask
 
 EVAL_CONFIG = REPO / "configs" / "layer_masking" / "shapes_asset_eval.yaml"
@@ -55,8 +61,8 @@ def test_linear_probe_masks_through_the_tuner() -> None:
         images = torch.stack([batch[i]["image"] for i in range(4)])
         labels = torch.stack([batch[i]["label"] for i in range(4)])
         masks = torch.stack([batch[i]["mask"] for i in range(4)])
-        task.protocols.update(task._masked_model(), images, labels, masks, 0)
-    assert task.protocols.compute()["removal"][0]["n"] == 4
+        task.evaluator.protocols.update(task.masked_model(), images, labels, masks, 0)
+    assert task.evaluator.protocols.compute()["removal"][0]["n"] == 4
 
 
 @pytest.mark.parametrize(
@@ -124,3 +130,29 @@ def test_cli_validate_with_the_shipped_config(capsys: pytest.CaptureFixture) -> 
     assert info.value.code == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("visionkit: error:")]
     assert len(err) == 1 and "VisionTransformer" in err[0] and "'blocks.0.attn' (Attention)" in err[0]
+
+
+def test_evaluation_is_a_callback_not_loop_hooks() -> None:
+    task = LayerMaskingTask(backbone="test_resnet", num_classes=4)
+    callbacks = task.configure_callbacks()
+    assert callbacks == [task.evaluator] and isinstance(task.evaluator, MaskingProtocolEvaluator)
+    assert task.configure_callbacks()[0] is task.evaluator  # one evaluator: results outlive each run
+    for hook in ("on_validation_epoch_start", "on_validation_epoch_end", "on_test_epoch_start", "on_test_epoch_end",
+                 "validation_step", "test_step"):
+        assert hook not in LayerMaskingTask.__dict__, hook
+    assert not any(k.startswith(("protocols.", "evaluator.")) for k in task.state_dict())
+
+
+def test_a_trainer_checkpoint_loads_with_load_task(tmp_path: Path) -> None:
+    """Checkpoints never held protocol counters (non-persistent buffers), so old and new ones load alike."""
+    task = LayerMaskingTask(backbone="test_resnet", num_classes=4, eval_fills=["layer", "grey"],
+                            removal_fractions=[0.0, 0.3])
+    data = SyntheticShapesDataModule(num_classes=4, num_train=8, num_val=8, batch_size=8)
+    trainer = build_trainer(save_dir=str(tmp_path / "logs"), name="ckpt", enable_progress_bar=False,
+                            enable_model_summary=False, accelerator="cpu", devices=1, max_steps=1)
+    trainer.fit(task, data)
+    trainer.save_checkpoint(tmp_path / "lm.ckpt")
+    loaded = load_task(tmp_path / "lm.ckpt", LayerMaskingTask)
+    assert isinstance(loaded, LayerMaskingTask) and loaded.hparams.removal_fractions == [0.0, 0.3]
+    for (name, a), (_, b) in zip(task.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name

@@ -7,6 +7,7 @@ passes the real keep masks to the classifier: layer masking receives the mask, t
 paint the image themselves. Segment ids are relabelled to ``0..n-1``, as LIME assumes.
 
 Images here are ``(H, W, 3)`` float arrays in [0, 1] (LIME's convention); masks ``(H, W)``.
+The run around it (model source, images, output folder) is :mod:`.lime_run`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -381,12 +382,6 @@ def summarise(records: Sequence[dict[str, Any]], fills: Sequence[str]) -> dict[s
             "images": len(rows),
         }
     return out
-
-
-def settings_dict(settings: LimeSettings) -> dict[str, Any]:
-    """The settings as a JSON-ready dict."""
-    return asdict(settings)
-
 
 
 def render_panel(record: dict[str, Any], image: np.ndarray, mask: np.ndarray | None, class_names: Sequence[str] | None,

@@ -1,15 +1,14 @@
-"""Masking protocols: fills, random patch removal curves and the mask-shape leakage test.
+"""Masking protocols: fills, random patch removal curves and the mask-shape leakage test (pure torch).
 
 Images are float ``(B, 3, H, W)`` in pixel space [0, 1]; keep masks ``(B, 1, H, W)`` with 1 =
-visible. Every fill of one batch sees the same keep masks (a paired comparison).
+visible. Every fill of one batch sees the same keep masks (a paired comparison). Writing the
+results (CSV, PNG) is the evaluator's job: :mod:`.callbacks`.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -281,63 +280,3 @@ class MaskingProtocols(nn.Module):
         any_n, bg_n = (float(v) for v in self.regions)
         region = "background" if bg_n and not any_n else "any" if any_n and not bg_n else "mixed" if any_n else "none"
         return {"removal": removal, "leakage": leakage, "region": region}
-
-
-def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Write dict rows as CSV (columns from the first row); returns the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def plot_removal(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Accuracy and class entropy against the removed fraction, one line per fill; saves a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for fill in dict.fromkeys(r["fill"] for r in rows):
-        pts = [r for r in rows if r["fill"] == fill]
-        style = "-o" if fill.startswith("layer") else "--s"
-        axes[0].plot([100 * r["fraction"] for r in pts], [100 * r["accuracy"] for r in pts], style, label=fill, ms=4)
-        axes[1].plot([100 * r["fraction"] for r in pts], [r["entropy"] for r in pts], style, label=fill, ms=4)
-    axes[0].set(xlabel="patches removed (%)", ylabel="accuracy (%)", ylim=(0, 100))
-    axes[1].set(xlabel="patches removed (%)", ylabel="class entropy (nats)")
-    axes[0].legend(fontsize=8)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_leakage(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Accuracy with an object-shaped hole vs a bounding-box hole, per fill; saves a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [100 * r["exact_hole_acc"] for r in rows], 0.4, label="object-shaped hole")
-    ax.bar([x + 0.2 for x in xs], [100 * r["bbox_hole_acc"] for r in rows], 0.4, label="bounding-box hole")
-    ax.set_xticks(list(xs), [f"{r['fill']}\nleak {100 * r['leak']:.0f}" for r in rows], fontsize=8)
-    ax.set(ylabel="accuracy with object removed (%)", ylim=(0, 100))
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

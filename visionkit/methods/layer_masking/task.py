@@ -6,25 +6,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch import Callback
 from torch import Tensor, nn
 
-from visionkit.backbones.factory import classifier_prefixes
-from visionkit.methods.layer_masking.convert import convert
-from visionkit.methods.layer_masking.layers import FILLS, neighbor_pad
-from visionkit.methods.layer_masking.protocols import (
-    MaskingProtocols,
-    check_fills,
-    paint,
-    patch_orders,
-    plot_leakage,
-    plot_removal,
-    removal_keep,
-    write_csv,
+from visionkit.methods.layer_masking.callbacks import MaskingProtocolEvaluator
+from visionkit.methods.layer_masking.layers import FILLS
+from visionkit.methods.layer_masking.model import (
+    first_layer_view,
+    head_only,
+    layer_masked_classifier,
+    masked_network,
 )
+from visionkit.methods.layer_masking.protocols import check_fills, paint, patch_orders, removal_keep
 from visionkit.tasks.classification import ClassifierBase
-from visionkit.tuners import BaseTuner
 from visionkit.utils.viz import annotate
 
 DEFAULT_FILLS = ("layer", "grey", "black", "mean", "blur")
@@ -88,29 +82,26 @@ class LayerMaskingTask(ClassifierBase):
             raise ValueError(f"LayerMaskingTask: fill must be one of {FILLS}, got '{fill}'")
         check_fills(eval_fills if eval_fills is not None else DEFAULT_FILLS)
         super().__init__(**kwargs)
-        num_classes = self.hparams.num_classes
-        self.protocols = MaskingProtocols(
+        self.evaluator = MaskingProtocolEvaluator(
             eval_fills if eval_fills is not None else DEFAULT_FILLS,
             removal_fractions if removal_fractions is not None else DEFAULT_FRACTIONS,
-            num_classes, patch_size, removal_region, protocol_seed, blur_sigma, leakage_test,
+            self.hparams.num_classes, patch_size, removal_region, protocol_seed, blur_sigma, leakage_test,
+            during_fit=eval_during_fit,
         )
-        self.protocol_results: dict[str, Any] = {}
-        self.protocol_files: list[Path] = []
-        self._protocols_on = False
 
     def build_network(self) -> nn.Module:
         """The backbone (asset, local weights or timm), converted to layer masking in place."""
         hp = self.hparams
-        return convert(super().build_network(), fill=hp.fill, avgpool_renorm=hp.avgpool_renorm)
+        return layer_masked_classifier(super().build_network(), fill=hp.fill, avgpool_renorm=hp.avgpool_renorm)
 
     def adapt(self, net: nn.Module) -> nn.Module:
         """The converted network, frozen but for its classifier when ``finetune="linear"``."""
-        return BaseTuner(net, trainable=classifier_prefixes(net)) if self.hparams.finetune == "linear" else net
+        return head_only(net) if self.hparams.finetune == "linear" else net
 
     @property
     def network(self) -> nn.Module:
         """The converted backbone (inside its tuner for ``finetune="linear"``)."""
-        return self.model.base_model if isinstance(self.model, BaseTuner) else self.model
+        return masked_network(self.model)
 
     def forward(self, images: Tensor, keep_mask: Tensor | None = None) -> Tensor:
         """Class logits ``(B, K)``; layer-masked when ``keep_mask`` ``(B, 1, H, W)`` (1 = visible) is given."""
@@ -122,87 +113,24 @@ class LayerMaskingTask(ClassifierBase):
         """Class probabilities; layer-masked when the batch carries a ``keep_mask``."""
         return self(batch["image"], batch.get("keep_mask")).softmax(-1)
 
-    # ---- protocols ------------------------------------------------------------------------
-    def _masked_model(self) -> nn.Module:
+    # ---- protocols (run by the evaluator callback) ----------------------------------------
+    def masked_model(self) -> nn.Module:
         """``(normalised images, keep_mask) -> logits``: the converted network (a tuner only freezes it)."""
         return self.network
 
-    def _start(self, stage: str) -> None:
-        trainer = self.trainer
-        fitting = trainer.state.fn == "fit"
-        self._protocols_on = not trainer.sanity_checking and (stage == "test" or not fitting or self.hparams.eval_during_fit)
-        if self._protocols_on:
-            self.protocols.reset()
+    def configure_callbacks(self) -> list[Callback]:
+        """The masking-protocol evaluator (one instance per task, so its results outlive each run)."""
+        return [self.evaluator]
 
-    def on_validation_epoch_start(self) -> None:
-        """Reset the protocol counters when this validation loop runs them."""
-        self._start("val")
+    @property
+    def protocol_results(self) -> dict[str, Any]:
+        """``{stage: results}`` of the evaluator's last validation / test loop."""
+        return self.evaluator.results
 
-    def on_test_epoch_start(self) -> None:
-        """Reset the protocol counters."""
-        self._start("test")
-
-    def _run(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if self._protocols_on:
-            self.protocols.update(self._masked_model(), batch["image"], batch["label"], batch.get("mask"), batch_idx,
-                                  normalize=self.normalize)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
-        """Loss and accuracy as usual, then the masking protocols on the batch."""
-        out = super().validation_step(batch, batch_idx)
-        self._run(batch, batch_idx)
-        return out
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
-        """Loss and accuracy as usual, then the masking protocols on the batch."""
-        out = super().test_step(batch, batch_idx)
-        self._run(batch, batch_idx)
-        return out
-
-    def _finish(self, stage: str) -> None:
-        if not self._protocols_on:
-            return
-        self._protocols_on = False
-        for buf in self.protocols.buffers():
-            buf.copy_(self.trainer.strategy.reduce(buf, reduce_op="sum"))
-        results = self.protocols.compute()
-        self.protocol_results[stage] = results
-        for row in results["removal"]:
-            pct = round(100 * row["fraction"])
-            self.log(f"{stage}_acc_{row['fill']}_{pct:02d}", row["accuracy"], sync_dist=False)
-            self.log(f"{stage}_entropy_{row['fill']}_{pct:02d}", row["entropy"], sync_dist=False)
-        for row in results["leakage"]:
-            self.log(f"{stage}_leak_{row['fill']}", row["leak"], sync_dist=False)
-        self._write(stage, results)
-
-    @rank_zero_only
-    def _write(self, stage: str, results: dict[str, Any]) -> None:
-        trainer = self.trainer
-        if not trainer.loggers or trainer.log_dir is None:
-            return
-        folder = Path(trainer.log_dir) / "layer_masking"
-        stem = f"{stage}_epoch{trainer.current_epoch:03d}"
-        region = results["region"]
-        rows = [{"stage": stage, "epoch": trainer.current_epoch, "region": region, **r} for r in results["removal"]]
-        self.protocol_files = [
-            write_csv(rows, folder / f"{stem}_removal.csv"),
-            plot_removal(results["removal"], folder / f"{stem}_removal.png",
-                         f"{stage}: random {self.hparams.patch_size}px cells removed ({region} region)"),
-        ]
-        if results["leakage"]:
-            rows = [{"stage": stage, "epoch": trainer.current_epoch, **r} for r in results["leakage"]]
-            self.protocol_files += [
-                write_csv(rows, folder / f"{stem}_leakage.csv"),
-                plot_leakage(results["leakage"], folder / f"{stem}_leakage.png", f"{stage}: mask-shape leakage"),
-            ]
-
-    def on_validation_epoch_end(self) -> None:
-        """Sum the counters across ranks, log the curves, write CSV and PNG."""
-        self._finish("val")
-
-    def on_test_epoch_end(self) -> None:
-        """Sum the counters across ranks, log the curves, write CSV and PNG."""
-        self._finish("test")
+    @property
+    def protocol_files(self) -> list[Path]:
+        """CSV/PNG files written by the evaluator's last loop."""
+        return self.evaluator.files
 
     # ---- panels ---------------------------------------------------------------------------
     def visualize(self, batch: dict[str, Any], outputs: dict[str, Tensor] | None) -> dict[str, Tensor]:
@@ -215,13 +143,7 @@ class LayerMaskingTask(ClassifierBase):
         gen = torch.Generator().manual_seed(self.hparams.protocol_seed)
         rank, eligible = patch_orders(b, h, w, self.hparams.patch_size, gen)
         keep = removal_keep(rank.to(images.device), eligible.to(images.device), 0.4, h, w, self.hparams.patch_size)
-        first = next((m for m in self.network.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)), None)
-        rings = max(first.dilation[0] * (first.kernel_size[0] - 1), 1) if first is not None else 2
-        seen = neighbor_pad(images, keep, rings).clamp(0, 1)
-        reached = F.max_pool2d(keep, 2 * rings + 1, 1, rings) > 0  # pixels the first conv sees or fills
-        yy, xx = torch.meshgrid(torch.arange(h, device=images.device), torch.arange(w, device=images.device), indexing="ij")
-        checker = (0.55 + 0.3 * ((yy // 2 + xx // 2) % 2)).to(images.dtype).expand_as(seen)
-        seen = torch.where(reached, seen, checker)  # never seen: a checkerboard, not a colour
+        seen = first_layer_view(self.network, images, keep)
         pred = self(batch["image"], keep).argmax(-1)
         ok = pred == batch["label"] if "label" in batch else torch.ones_like(pred, dtype=torch.bool)
         names = self._class_names()
