@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 
 class VisionkitError(Exception):
@@ -20,6 +21,15 @@ class VisionkitError(Exception):
 
 class ConfigValueError(VisionkitError, ValueError):
     """A configured value that a task, datamodule or callback rejected while being built."""
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any], error: type[Exception] = ValueError) -> None:
+    """Raise ``error("<name> must be 'a', 'b' or 'c', got 'x'")`` unless ``value`` is one of ``choices``."""
+    if value in choices:
+        return
+    quoted = [f"'{c}'" for c in choices]
+    options = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    raise error(f"{name} must be {options}, got '{value}'")
 
 
 def one_line(err: BaseException) -> str:

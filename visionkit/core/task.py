@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from visionkit.core.params import ParameterCount, param_groups, parameter_report
+from visionkit.errors import check_choice
 
 STAGES = ("train", "val", "test")
 
@@ -68,10 +69,8 @@ class VisionTask(pl.LightningModule, ABC):
         super().__init__()
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
-        if optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got '{optimizer}'")
-        if scheduler not in ("cosine", "none"):
-            raise ValueError(f"scheduler must be 'cosine' or 'none', got '{scheduler}'")
+        check_choice("optimizer", optimizer, ("adamw", "sgd"))
+        check_choice("scheduler", scheduler, ("cosine", "none"))
         self.save_hyperparameters(ignore=list(self.ignore))
         self.configure_models()
         self.configure_losses()

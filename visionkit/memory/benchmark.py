@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from visionkit.errors import VisionkitError
 from visionkit.memory.meter import MIB, measure_training_step
+from visionkit.utils.viz import pyplot, save_figure
 
 __all__ = [
     "COLUMNS",
@@ -337,10 +338,7 @@ def run_metadata(config: BenchmarkConfig) -> dict[str, Any]:
 
 def bar_chart(rows: list[dict[str, Any]], path: str | Path, chart_title: str) -> None:
     """Write a PNG bar chart of every row's ratios to the reference, one group per column of :data:`COLUMNS`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     labels = [label for _, label in COLUMNS]
@@ -357,5 +355,4 @@ def bar_chart(rows: list[dict[str, Any]], path: str | Path, chart_title: str) ->
     ax.set_title(chart_title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from visionkit.backbones.assets import load_asset
 from visionkit.backbones.factory import classifier_prefixes, create_backbone, input_normalization
 from visionkit.core.task import VisionTask
+from visionkit.errors import check_choice
 from visionkit.tuners import BaseTuner, LoRATuner
 from visionkit.utils.viz import annotate
 
@@ -147,8 +148,7 @@ class ClassificationTask(ClassifierBase):
         lora_targets: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        if finetune not in ("full", "linear", "lora"):
-            raise ValueError(f"finetune must be 'full', 'linear' or 'lora', got '{finetune}'")
+        check_choice("finetune", finetune, ("full", "linear", "lora"))
         super().__init__(**kwargs)
 
     def adapt(self, net: nn.Module) -> nn.Module:

@@ -14,6 +14,7 @@ from torchmetrics import MetricCollection
 from visionkit.backbones.assets import load_asset
 from visionkit.backbones.factory import OPEN_CLIP_PREFIX, BackboneError, create_backbone, input_normalization
 from visionkit.core.task import VisionTask
+from visionkit.errors import check_choice
 from visionkit.metrics import ImageTextRecall
 from visionkit.tuners import BaseTuner
 from visionkit.utils.viz import annotate
@@ -116,8 +117,7 @@ class RetrievalBase(VisionTask):
         mean_violation_epochs: int = 1,
         **kwargs: Any,
     ) -> None:
-        if loss not in ("contrastive", "triplet"):
-            raise ValueError(f"loss must be 'contrastive' or 'triplet', got '{loss}'")
+        check_choice("loss", loss, ("contrastive", "triplet"))
         if asset and (checkpoint_path or pretrained):
             raise ValueError(f"{type(self).__name__}: give asset, checkpoint_path or pretrained=True, not several")
         if not asset and not backbone.startswith(OPEN_CLIP_PREFIX):
@@ -212,8 +212,7 @@ class RetrievalTask(RetrievalBase):
     """
 
     def __init__(self, tune: Literal["frozen", "projection", "full"] = "projection", **kwargs: Any) -> None:
-        if tune not in ("frozen", "projection", "full"):
-            raise ValueError(f"tune must be 'frozen', 'projection' or 'full', got '{tune}'")
+        check_choice("tune", tune, ("frozen", "projection", "full"))
         super().__init__(**kwargs)
 
     def adapt(self, clip: nn.Module) -> nn.Module:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from visionkit.utils.viz import pyplot, save_figure
+
 __all__ = ["MIB", "arm_chart", "markdown_table", "write_arm_report"]
 
 MIB = 2**20
@@ -33,10 +35,7 @@ def arm_chart(rows: Sequence[dict[str, Any]], path: str | Path, metric: str, met
 
     Arms whose name starts with ``highlight`` (when given) are drawn orange, the others grey.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     arms = [r["arm"] for r in rows]
@@ -50,9 +49,7 @@ def arm_chart(rows: Sequence[dict[str, Any]], path: str | Path, metric: str, met
         ax.tick_params(axis="x", labelsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def write_arm_report(rows: Sequence[dict[str, Any]], out_dir: str | Path, name: str, metric: str, metric_label: str,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +69,25 @@ def mask_colours(mask: Tensor, num_classes: int, ignore_index: int = 255) -> Ten
     out = palette[idx].permute(0, 3, 1, 2)
     out[(mask == ignore_index).unsqueeze(1).expand_as(out)] = 0.5
     return out
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend, imported on first use (never at import time)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib Figure as an image at ``path`` (parent folders created) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
 
 
 def figure_to_tensor(fig) -> Tensor:

@@ -50,27 +50,20 @@ class SyntheticMultiShapesDataModule(SyntheticShapesDataModule):
     """Several shapes per image: multi-hot ``label`` and a per-pixel class ``mask`` (0 = background).
 
     Args:
+        min_scale, max_scale: object half-size as a fraction of the image side (smaller shapes than
+            :class:`SyntheticShapesDataModule`'s, so several fit).
         max_objects: at most this many shapes (of distinct classes) per image.
-        others: see :class:`SyntheticShapesDataModule`.
+        **kwargs: split sizes and classes of :class:`SyntheticShapesDataModule`, loader arguments of
+            :class:`VisionDataModule`.
     """
 
+    default_batch_size = 32
     default_image_size = 64
-
     task = "multilabel"
 
-    def __init__(
-        self,
-        num_classes: int = 4,
-        num_train: int = 2000,
-        num_val: int = 500,
-        num_test: int = 500,
-        min_scale: float = 0.12,
-        max_scale: float = 0.22,
-        max_objects: int = 3,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, min_scale: float = 0.12, max_scale: float = 0.22, max_objects: int = 3, **kwargs: Any) -> None:
         self.max_objects = max_objects
-        super().__init__(num_classes, num_train, num_val, num_test, min_scale, max_scale, **kwargs)
+        super().__init__(min_scale=min_scale, max_scale=max_scale, **kwargs)
 
     def build_dataset(self, split: str) -> SyntheticMultiShapes:
         return SyntheticMultiShapes(

@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 
 from visionkit.methods.layer_masking.protocols import MaskingProtocols
+from visionkit.utils.viz import pyplot, save_figure
 
 __all__ = ["MaskingProtocolEvaluator", "plot_leakage", "plot_removal", "write_csv"]
 
@@ -139,10 +140,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def plot_removal(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Accuracy (%) and class entropy (nats) against the removed fraction (%), one line per fill; saves a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for fill in dict.fromkeys(r["fill"] for r in rows):
@@ -158,18 +156,12 @@ def plot_removal(rows: list[dict[str, Any]], path: Path, title: str = "") -> Pat
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_leakage(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Accuracy (%) with an object-shaped hole vs a bounding-box hole, per fill; saves a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     xs = range(len(rows))
@@ -181,7 +173,4 @@ def plot_leakage(rows: list[dict[str, Any]], path: Path, title: str = "") -> Pat
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

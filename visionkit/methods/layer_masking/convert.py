@@ -219,6 +219,16 @@ def _register(cls: type) -> type:
     return cls
 
 
+def _masked_class(base: type, forward: Callable[..., Any], doc: str | None = None) -> type:
+    """``Masked_<base path>(base, MaskedModule)`` with ``forward``, registered and cached per base."""
+    name = _class_name("Masked", base)
+    attrs = {"forward": forward, "__module__": __name__, "__qualname__": name}
+    if doc is not None:
+        attrs["__doc__"] = doc
+    _DYNAMIC[base] = _register(type(name, (base, MaskedModule), attrs))
+    return _DYNAMIC[base]
+
+
 def _pointwise_class(base: type, rule: Rule) -> type:
     if base in _DYNAMIC:
         return _DYNAMIC[base]
@@ -234,11 +244,7 @@ def _pointwise_class(base: type, rule: Rule) -> type:
             _check_eval_norm(self, self._lm_label())
         return MaskedMap(base_forward(self, x.values, *args, **kwargs), x.keep, x.channels_last)
 
-    name = _class_name("Masked", base)
-    cls = type(name, (base, MaskedModule), {"forward": forward, "__module__": __name__, "__qualname__": name,
-                                            "__doc__": f"{base.__name__} applied per position to masked maps."})
-    _DYNAMIC[base] = _register(cls)
-    return cls
+    return _masked_class(base, forward, f"{base.__name__} applied per position to masked maps.")
 
 
 def _wrapper_class(base: type, rule: Rule) -> type:
@@ -252,11 +258,7 @@ def _wrapper_class(base: type, rule: Rule) -> type:
             return base_forward(self, x, *args, **kwargs)
         return masked_forward(self, x, *args, **kwargs)
 
-    name = _class_name("Masked", base)
-    cls = type(name, (base, MaskedModule), {"forward": forward, "__module__": __name__, "__qualname__": name,
-                                            "__doc__": f"{base.__name__} with a masked forward of its own steps."})
-    _DYNAMIC[base] = _register(cls)
-    return cls
+    return _masked_class(base, forward, f"{base.__name__} with a masked forward of its own steps.")
 
 
 def _plain_class(base: type, kind: str) -> type:
@@ -273,10 +275,7 @@ def _plain_class(base: type, kind: str) -> type:
             f"layer masking: {self._lm_label()} received a spatial masked map; it needs a (masked) global pool before it"
         )
 
-    name = _class_name("Masked", base)
-    cls = type(name, (base, MaskedModule), {"forward": forward, "__module__": __name__, "__qualname__": name})
-    _DYNAMIC[base] = _register(cls)
-    return cls
+    return _masked_class(base, forward)
 
 
 class LayerMaskedModel:

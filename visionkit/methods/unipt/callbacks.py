@@ -7,17 +7,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from visionkit.utils.viz import figure_to_tensor
+from visionkit.utils.viz import figure_to_tensor, pyplot
 
 __all__ = ["layer_weight_chart"]
 
 
 def layer_weight_chart(weights: Tensor, title: str) -> Tensor:
     """Bar chart of the confidence ``pi`` ``(B, T)`` per target layer (mean and per-sample spread)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     w = weights.float().cpu().numpy()
     fig, ax = plt.subplots(figsize=(5, 2.6))

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionkit.backbones import vit_hidden_states
+from visionkit.errors import check_choice
 from visionkit.methods.unipt.callbacks import layer_weight_chart
 from visionkit.methods.unipt.model import UniPTClassifier, UniPTTower
 from visionkit.tasks.classification import ClassifierBase
@@ -102,8 +103,7 @@ class UniPTRetrievalTask(RetrievalBase):
         towers: Literal["both", "image", "text"] = "both",
         **kwargs: Any,
     ) -> None:
-        if towers not in ("both", "image", "text"):
-            raise ValueError(f"towers must be 'both', 'image' or 'text', got '{towers}'")
+        check_choice("towers", towers, ("both", "image", "text"))
         super().__init__(**kwargs)
 
     def adapt(self, clip: nn.Module) -> nn.Module:
