@@ -61,6 +61,11 @@ def test_clip_asset_is_small_and_reproduces_its_recorded_recall() -> None:
             texts.append(txt)
             ids.append(batch["image_id"])
     recall = image_text_recall(torch.cat(images), torch.cat(texts), torch.cat(ids))
-    assert sum(recall.values()) == pytest.approx(float(meta["val_rsum"]), abs=0.15)
+    # Only text->image reproduces on every machine. These 1000 pairs have 64 distinct captions, so image->text
+    # ranks each image's caption among ~15 identical copies (equal similarities): torch.topk's unspecified tie
+    # order decides it (rsum 68.4 here, 64.9 with the pairs permuted). The recorded val_rsum 68.4 is this
+    # machine's i2t 33.2 + t2i 35.2; t2i moves by at most one caption (0.1) under 1e-5 embedding noise.
+    t2i = recall["t2i_r1"] + recall["t2i_r5"] + recall["t2i_r10"]
+    assert t2i == pytest.approx(35.2, abs=0.15)
     # trained: far above chance (R@10 of a random model is 1 % over 1000 images; measured 21.4 %)
     assert recall["t2i_r10"] > 10.0

@@ -40,7 +40,9 @@ def test_unipt_task_step_changes_only_the_side_network():
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
     assert all(p.grad is None for p in backbone.parameters())
     changed = [k for k, v in task.model.side_network.state_dict().items() if not torch.equal(side_before[k], v)]
-    assert len(changed) == len(side_before)
+    # all but the shared gate's bias: the softmax over layers cancels it, so its gradient is 0 up to rounding
+    # (AdamW turns a rounding-level gradient into a full step, an exact 0 into none: either may happen)
+    assert set(side_before) - set(changed) <= {"unipt.gate.bias"}
     report = task.parameter_report()
     assert report.trainable == sum(p.numel() for p in task.model.side_network.parameters())
     assert "finetune" not in task.hparams and task.hparams.reduction == 2
