@@ -10,7 +10,7 @@ import pytest
 
 from visionkit.utils.runs import epoch_values, last_value, read_metrics, run_dirs
 
-__all__ = ["KillAt", "cli_error_line", "epoch_values", "last_value", "read_metrics", "run_dirs"]
+__all__ = ["FailAt", "KillAt", "cli_error_line", "epoch_values", "last_value", "read_metrics", "run_dirs"]
 
 
 def cli_error_line(capsys: pytest.CaptureFixture, args: list[str]) -> str:
@@ -34,3 +34,14 @@ class KillAt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FailAt(pl.Callback):
+    """Raise ``RuntimeError`` at a training batch, as a bug in a training step would."""
+
+    def __init__(self, epoch: int = 0, batch: int = 0) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise RuntimeError(f"FailAt: epoch {self.epoch} batch {self.batch}")

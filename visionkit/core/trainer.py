@@ -22,17 +22,23 @@ def default_precision() -> str:
 
 
 def next_version(save_dir: str | Path, name: str) -> int:
-    """The first free ``version_N`` index under ``save_dir/name`` (0 when the folder is new)."""
-    root = Path(save_dir) / name
-    if not root.is_dir():
-        return 0
-    taken = []
-    for child in root.iterdir():
-        if child.is_dir() and child.name.startswith("version_"):
-            suffix = child.name.split("_", 1)[1]
-            if suffix.isdigit():
-                taken.append(int(suffix))
-    return max(taken) + 1 if taken else 0
+    """The first free ``version_N`` index under ``save_dir/name`` (0 when the folder is new); creates nothing."""
+    from visionkit.utils.runs import taken_indices
+
+    return max(taken_indices(Path(save_dir) / name, "version_"), default=-1) + 1
+
+
+def run_version(save_dir: str | Path, name: str) -> str:
+    """A run folder name for a new run: claimed atomically on rank zero, only computed on other ranks.
+
+    Only rank zero writes to the run folder (other ranks get it broadcast by Lightning), so only
+    rank zero creates it; racing processes each get their own ``version_N``.
+    """
+    from visionkit.utils.runs import claim_version_dir, global_rank
+
+    if global_rank() != 0:
+        return f"version_{next_version(save_dir, name)}"
+    return claim_version_dir(save_dir, name).name
 
 
 def logger_configs(save_dir: str = DEFAULT_LOG_DIR, name: str = "default") -> list[dict[str, Any]]:
@@ -50,7 +56,7 @@ def logger_configs(save_dir: str = DEFAULT_LOG_DIR, name: str = "default") -> li
 
 
 def callback_configs() -> dict[str, dict[str, Any]]:
-    """Callbacks every run gets, by CLI key: progress bar, learning-rate monitor, parameter report, images.
+    """Callbacks every run gets, by CLI key: progress bar, learning-rate monitor, parameter report, images, summary.
 
     The CLI exposes each under its key (``--image_logger.num_samples 8``). The checkpoint
     callback is separate (:func:`checkpoint_kwargs`) because its metric comes from the task.
@@ -63,6 +69,7 @@ def callback_configs() -> dict[str, dict[str, Any]]:
         },
         "parameter_report": {"class_path": "visionkit.callbacks.ParameterReport"},
         "image_logger": {"class_path": "visionkit.callbacks.ImageLogger"},
+        "run_summary": {"class_path": "visionkit.callbacks.summary.RunSummary"},
     }
 
 
@@ -99,6 +106,9 @@ def build_trainer(
 ):
     """A ``lightning.Trainer`` with visionkit's defaults, for scripts and notebooks.
 
+    Its run folder ``<save_dir>/<name>/version_N`` is claimed (created) here, so trainers built
+    at the same time never share one.
+
     Args:
         save_dir: root folder of the run folders.
         name: experiment name (a sub-folder of ``save_dir``).
@@ -111,7 +121,7 @@ def build_trainer(
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     kwargs = trainer_defaults()
-    version = f"version_{next_version(save_dir, name)}"
+    version = run_version(save_dir, name)
     loggers = []
     for cfg in logger_configs(save_dir, name):
         cfg["init_args"]["version"] = version

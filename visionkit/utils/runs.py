@@ -1,9 +1,19 @@
-"""Run folders: reading ``metrics.csv`` (written by Lightning's CSVLogger) and making fresh output folders."""
+"""Run folders: claiming fresh ones atomically, reading and resuming ``metrics.csv``, and discarding stubs.
+
+A run folder is claimed with a create-exclusive ``mkdir``: runs started at the same moment each
+get their own ``version_N`` (or ``run_NNN``), and nothing of another run is overwritten.
+"""
 
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 from pathlib import Path
+from typing import Any
+
+#: Files that mark a folder as a run folder (a checkpoint's ``<run>/checkpoints/`` parent).
+RUN_MARKERS = ("config.yaml", "hparams.yaml", "metrics.csv")
 
 
 def read_metrics(log_dir: str | Path) -> list[dict[str, str]]:
@@ -40,14 +50,134 @@ def check_out(parent: str | Path, flag: str = "--out") -> None:
 def new_run_dir(parent: str | Path, flag: str = "--out") -> Path:
     """``<parent>/run_NNN`` with the first free NNN (created; never an existing folder)."""
     check_out(parent, flag)
-    root = Path(parent)
+    return claim_numbered_dir(parent, "run_", width=3)
+
+
+def taken_indices(root: str | Path, prefix: str) -> list[int]:
+    """The N of every ``<prefix>N`` entry of ``root`` (empty when ``root`` does not exist)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    suffixes = (child.name[len(prefix):] for child in root.iterdir() if child.name.startswith(prefix))
+    return [int(s) for s in suffixes if s.isdigit()]
+
+
+def claim_numbered_dir(root: str | Path, prefix: str, width: int = 0, tries: int = 1000) -> Path:
+    """Create and return ``<root>/<prefix>N`` for the first free N after the highest taken one.
+
+    The ``mkdir`` is create-exclusive, so processes racing for the same N each get their own
+    folder: a loser of the race moves on to N+1.
+    """
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name[4:]) for p in root.glob("run_*") if p.name[4:].isdigit()]
-    for index in range(max(taken, default=-1) + 1, max(taken, default=-1) + 1000):
-        path = root / f"run_{index:03d}"
+    start = max(taken_indices(root, prefix), default=-1) + 1
+    for index in range(start, start + tries):
+        path = root / f"{prefix}{index:0{width}d}"
         try:
             path.mkdir()
-            return path
         except FileExistsError:
             continue
-    raise FileExistsError(f"no free run folder under '{parent}'")
+        return path
+    raise FileExistsError(f"no free '{prefix}N' folder under '{root}' after {tries} tries")
+
+
+def claim_version_dir(save_dir: str | Path, name: str) -> Path:
+    """Create and return a fresh ``<save_dir>/<name>/version_N`` (a logger's run folder)."""
+    return claim_numbered_dir(Path(save_dir) / name, "version_")
+
+
+def global_rank() -> int:
+    """This process's global rank from the launcher's environment (0 when launched alone)."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def resumed_run_dir(ckpt_path: str | Path) -> Path | None:
+    """The run folder of ``<run>/checkpoints/<file>.ckpt``, or None when the checkpoint is elsewhere."""
+    ckpt = Path(ckpt_path).resolve()
+    run = ckpt.parent.parent
+    if ckpt.parent.name != "checkpoints" or not any((run / marker).is_file() for marker in RUN_MARKERS):
+        return None
+    return run
+
+
+def free_file_name(folder: str | Path, name: str) -> str:
+    """``name`` when ``folder`` has no such file, else ``<stem>_resume_K<suffix>`` with the first free K."""
+    folder, path = Path(folder), Path(name)
+    if not (folder / name).exists():
+        return name
+    k = 1
+    while (folder / f"{path.stem}_resume_{k}{path.suffix}").exists():
+        k += 1
+    return f"{path.stem}_resume_{k}{path.suffix}"
+
+
+def has_results(run: str | Path) -> bool:
+    """Whether a run folder holds something worth keeping: a checkpoint or a logged metric.
+
+    Bookkeeping columns (``step``, ``epoch``, the learning-rate monitor's ``lr-*``) don't count:
+    they are logged before the first batch has run.
+    """
+    run = Path(run)
+    if any(run.rglob("*.ckpt")):
+        return True
+    if not (run / "metrics.csv").is_file():
+        return False
+    bookkeeping = ("step", "epoch")
+    return any(v and k not in bookkeeping and not k.startswith("lr-") for row in read_metrics(run) for k, v in row.items())
+
+
+def discard_run_dir(run: str | Path, failed: bool) -> bool:
+    """Remove a run folder this process claimed when it holds nothing useful; True when removed.
+
+    A failed run is removed unless it has results (:func:`has_results`); a finished run only when
+    it is empty (e.g. ``fast_dev_run``, which logs nothing).
+    """
+    run = Path(run)
+    if not run.is_dir():
+        return False
+    useless = not has_results(run) if failed else not any(p.is_file() for p in run.rglob("*"))
+    if useless:
+        shutil.rmtree(run, ignore_errors=True)
+    return useless
+
+
+def metrics_before_step(path: str | Path, step: int | None) -> list[str]:
+    """Keep the rows of a ``metrics.csv`` logged before ``step``; return its column names.
+
+    A resumed run logs again from its checkpoint's step, so rows at or after it (logged by the
+    interrupted run after its last checkpoint) are dropped. The file is replaced atomically.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns, rows = list(reader.fieldnames or []), list(reader)
+    kept = rows if step is None else [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
+    if len(kept) < len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, path)
+    return columns
+
+
+def append_to_metrics(logger: Any, step: int | None) -> None:
+    """Make a Lightning ``CSVLogger`` append to its folder's ``metrics.csv`` instead of wiping it.
+
+    Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts; a resumed run
+    must continue its curves instead. Rows from ``step`` on are dropped first
+    (:func:`metrics_before_step`).
+    """
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    class _AppendingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            self.metrics_keys = metrics_before_step(self.metrics_file_path, step)
+
+    logger._experiment = _AppendingWriter(log_dir=logger.log_dir)
