@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 
-from visionkit.utils.runs import epoch_values, last_value, read_metrics, run_dirs
+from visionkit.utils.runs import epoch_values, read_metrics
 
 __all__ = ["FailAt", "KillAt", "cli_error_line", "epoch_values", "last_value", "read_metrics", "run_dirs"]
+
+
+def last_value(rows: list[dict[str, str]], key: str) -> float:
+    """The last non-empty value of a ``metrics.csv`` column."""
+    values = [r[key] for r in rows if r.get(key)]
+    if not values:
+        raise KeyError(f"no '{key}' in metrics")
+    return float(values[-1])
+
+
+def run_dirs(root: str | Path = "logs") -> list[Path]:
+    """Run folders (``<root>/<name>/version_N``), oldest first."""
+    return sorted(Path(root).glob("*/version_*"), key=lambda p: (p.parent.name, int(p.name.split("_")[1])))
 
 
 def cli_error_line(capsys: pytest.CaptureFixture, args: list[str]) -> str:

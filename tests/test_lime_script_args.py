@@ -126,7 +126,7 @@ def test_a_good_run_is_published_as_the_next_run_folder(tmp_path, capsys) -> Non
 
 
 def test_a_checkpoint_alone_is_rebuilt_with_load_task(tmp_path, capsys) -> None:
-    """``--ckpt`` alone: the task comes back through ``visionkit.core.loading.load_task`` (no signature filtering)."""
+    """``--ckpt`` alone: the task comes back through ``visionkit.core.checkpoints.load_task`` (no signature filtering)."""
     from visionkit.methods.layer_masking import LayerMaskingTask
 
     task = LayerMaskingTask(backbone="test_resnet", num_classes=4, image_size=32)

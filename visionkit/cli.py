@@ -5,15 +5,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from visionkit import __version__
 from visionkit.errors import ConfigValueError, VisionkitError, exit_on_user_error
+
+if TYPE_CHECKING:
+    from visionkit.core.checkpoints import CheckpointInfo
 
 TOP_HELP = f"""usage: visionkit [-h] [--version] {{fit,validate,test,predict}} ...
 
@@ -55,20 +56,13 @@ class LinkedValueError(ConfigValueError):
     """A model value given explicitly that conflicts with the value the data links into the model."""
 
 
-class CheckpointError(VisionkitError, ValueError):
-    """A ``--ckpt_path`` that is missing, unreadable, of another task or does not fit the model."""
-
-
-class RunFolderError(VisionkitError, ValueError):
-    """A logger version that names a folder holding another run."""
-
-
 def _build_cli_class(claimed: list[Path]) -> type:
     """The CLI class; run folders it creates are appended to ``claimed`` (for clean-up on failure)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
     from visionkit.core import trainer as defaults
+    from visionkit.core.checkpoints import CheckpointError, check_state_dict, read_checkpoint
     from visionkit.utils import runs
 
     class VisionKitParser(LightningArgumentParser):
@@ -88,7 +82,7 @@ def _build_cli_class(claimed: list[Path]) -> type:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.explicit_links: dict[str, Any] = {}
-            self.ckpt: _CheckpointInfo | None = None
+            self.ckpt: CheckpointInfo | None = None
             self.resumed_run: Path | None = None
             super().__init__(*args, parser_class=VisionKitParser, **kwargs)
 
@@ -130,7 +124,7 @@ def _build_cli_class(claimed: list[Path]) -> type:
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
             if not path or path in SPECIAL_CKPT_PATHS or str(path).startswith("registry"):
                 return
-            self.ckpt = read_checkpoint(path)
+            self.ckpt = read_checkpoint(path, flag="--ckpt_path")
             config = self.config[subcommand]
             _check_task(self.ckpt, config.model.class_path)
             if self.ckpt.model_config:
@@ -148,7 +142,7 @@ def _build_cli_class(claimed: list[Path]) -> type:
             for key, value in getattr(task_cls, "trainer_overrides", {}).items():
                 config.trainer[key] = value
             resume = runs.resumed_run_dir(self.ckpt.path) if self.ckpt and self.subcommand == "fit" else None
-            folder = assign_run_folder(config.trainer.logger, task_cls.__name__, resume, claimed)
+            folder = runs.assign_run_folder(config.trainer.logger, task_cls.__name__, resume, claimed)
             if folder is not None and resume is not None and folder.resolve() == resume:
                 self.resumed_run = resume
                 self.save_config_kwargs["config_filename"] = runs.free_file_name(resume, "config.yaml")
@@ -173,10 +167,10 @@ def _build_cli_class(claimed: list[Path]) -> type:
 
         def after_instantiate_classes(self) -> None:
             if self.ckpt is not None:
-                _check_state_dict(self.ckpt, self.model)
+                check_state_dict(self.ckpt, self.model, LINKED_DATA_ATTRIBUTES)
                 self.ckpt.shapes = {}  # no longer needed
             if self.resumed_run is not None and self.trainer.is_global_zero:
-                _append_to_resumed_metrics(self.trainer, self.resumed_run, self.ckpt.step if self.ckpt else None)
+                runs.append_to_resumed_metrics(self.trainer, self.resumed_run, self.ckpt.step if self.ckpt else None)
 
         def _run_subcommand(self, subcommand: str) -> None:
             try:
@@ -238,16 +232,28 @@ def _option_keys(parser: Any) -> list[str]:
 
 
 def _class_keys(class_path: str) -> list[str]:
-    """Constructor argument names of ``class_path`` (empty when it cannot be imported)."""
+    """Constructor argument names of ``class_path`` and of the bases its ``**kwargs`` reach (empty when
+    it cannot be imported)."""
     import inspect
 
     from visionkit.core.trainer import import_class
 
     try:
-        params = inspect.signature(import_class(class_path)).parameters
-    except (ImportError, AttributeError, ValueError, TypeError):
+        cls = import_class(class_path)
+    except (ImportError, AttributeError, ValueError):
         return []
-    return [name for name, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    names: list[str] = []
+    for base in cls.__mro__:
+        if "__init__" not in vars(base):
+            continue
+        try:
+            params = inspect.signature(base.__init__).parameters
+        except (ValueError, TypeError):
+            break
+        names += [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break  # the chain of **kwargs ends here
+    return list(dict.fromkeys(names))
 
 
 def _unknown(key: str, candidates: list[str], prefix: str = "", where: str = "") -> str:
@@ -301,59 +307,9 @@ def explain_parse_error(message: str, keys: list[str]) -> str:
 # ---- --ckpt_path ---------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _CheckpointInfo:
-    """What the CLI needs of a ``--ckpt_path``: hyperparameters, tensor shapes and the resume step."""
-
-    path: Path
-    class_path: str | None
-    hparams: dict[str, Any]
-    shapes: dict[str, tuple[int, ...]]
-    step: int | None
-
-    @property
-    def model_config(self) -> dict[str, Any]:
-        """The model section the checkpoint's hyperparameters give (LightningCLI's ``ckpt_path`` rule)."""
-        if self.class_path is None:
-            return dict(self.hparams)
-        return {"class_path": self.class_path, "dict_kwargs": dict(self.hparams)}
-
-
-def read_checkpoint(path: str | Path) -> _CheckpointInfo:
-    """Read a Lightning checkpoint safely (``torch.load(weights_only=True)``); a bad file is a :class:`CheckpointError`."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"--ckpt_path '{path}' does not exist; expected a Lightning .ckpt file of a previous run")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - every reader failure is reported the same way
-        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
-        raise CheckpointError(
-            f"--ckpt_path '{path}' is not a readable Lightning checkpoint (empty, truncated or another format: "
-            f"{type(err).__name__}{': ' + first if first else ''})"
-        ) from err
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise CheckpointError(
-            f"--ckpt_path '{path}' holds no Lightning 'state_dict'; for a weight file use --model.init_args.checkpoint_path"
-        )
-    hparams = {k: v for k, v in dict(ckpt.get("hyper_parameters") or {}).items() if k != "_instantiator"}
-    shapes = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
-    return _CheckpointInfo(path, hparams.pop("_class_path", None), hparams, shapes, _resume_step(ckpt))
-
-
-def _resume_step(ckpt: dict[str, Any]) -> int | None:
-    """The logging step a run resumed from ``ckpt`` continues at (Lightning's ``_batches_that_stepped``)."""
-    try:
-        return int(ckpt["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"])
-    except (KeyError, TypeError, ValueError):
-        step = ckpt.get("global_step")
-        return int(step) if isinstance(step, int) else None
-
-
-def _check_task(ckpt: _CheckpointInfo, class_path: str) -> None:
+def _check_task(ckpt: CheckpointInfo, class_path: str) -> None:
     """The checkpoint must hold the config's task (LightningCLI would silently switch to the checkpoint's)."""
+    from visionkit.core.checkpoints import CheckpointError
     from visionkit.core.trainer import import_class
 
     if ckpt.class_path is None:
@@ -371,110 +327,7 @@ def _check_task(ckpt: _CheckpointInfo, class_path: str) -> None:
         )
 
 
-def _check_state_dict(ckpt: _CheckpointInfo, model: Any) -> None:
-    """Every checkpoint tensor must fit the built model; name the linked values that differ."""
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    wrong = [k for k in ckpt.shapes if k in own and own[k] != ckpt.shapes[k]]
-    strict = getattr(model, "strict_loading", True)
-    missing = [k for k in own if k not in ckpt.shapes] if strict else []
-    unexpected = [k for k in ckpt.shapes if k not in own] if strict else []
-    if not (wrong or missing or unexpected):
-        return
-    hparams = getattr(model, "hparams", {})
-    differ = [
-        f"{attr}={ckpt.hparams[attr]} (the data gives {hparams[attr]})"
-        for attr in LINKED_DATA_ATTRIBUTES
-        if attr in ckpt.hparams and attr in hparams and _plain(ckpt.hparams[attr]) != _plain(hparams[attr])
-    ]
-    parts = [f"size mismatch {[(k, ckpt.shapes[k], own[k]) for k in wrong[:2]]}"] if wrong else []
-    parts += [f"missing {missing[:3]}"] if missing else []
-    parts += [f"unexpected {unexpected[:3]}"] if unexpected else []
-    trained = f"; it was trained with {', '.join(differ)}" if differ else ""
-    raise CheckpointError(f"--ckpt_path '{ckpt.path}' does not fit the model: {'; '.join(parts)}{trained}")
-
-
 # ---- run folders ---------------------------------------------------------------------------------
-
-
-def _logger_args(loggers: Any) -> list[Any]:
-    """The ``init_args`` of the configured loggers that write under ``save_dir`` (CSV, TensorBoard)."""
-    if not isinstance(loggers, list):
-        loggers = [loggers]
-    return [lg.init_args for lg in loggers if hasattr(lg, "init_args") and "save_dir" in lg.init_args]
-
-
-def _version_name(version: Any) -> str:
-    """Lightning's folder name for a logger version (an int ``N`` means ``version_N``)."""
-    return version if isinstance(version, str) else f"version_{version}"
-
-
-def assign_run_folder(loggers: Any, task_name: str, resume: Path | None, claimed: list[Path]) -> Path | None:
-    """Give the configured loggers one shared run folder; returns it (None without a file logger).
-
-    * an explicit logger ``version`` is kept; it may not name another run's folder;
-    * a ``fit`` resumed from ``<run>/checkpoints/*.ckpt`` continues in ``<run>``;
-    * otherwise a fresh ``version_N`` is claimed atomically (on rank zero; appended to ``claimed``).
-    """
-    from visionkit.utils import runs
-
-    args = _logger_args(loggers)
-    if not args:
-        return None
-    for a in args:
-        if a.get("name") in (None, "default", "lightning_logs"):
-            a["name"] = task_name
-    first = args[0]
-    shared = [a for a in args if a.get("save_dir") == first["save_dir"] and a.get("name") == first["name"]]
-    rank_zero = runs.global_rank() == 0
-    if first.get("version") is not None:
-        folder = Path(first["save_dir"]) / first["name"] / _version_name(first["version"])
-        if rank_zero:
-            _claim_explicit(folder, first["version"], resume, claimed)
-        version = first["version"]
-    elif resume is not None:
-        folder, version = resume, resume.name
-        if (Path(first["save_dir"]) / first["name"]).resolve() != resume.parent:
-            # the same spelling as the interrupted run's (relative) paths, so ModelCheckpoint restores its state
-            for a in shared:
-                a["save_dir"], a["name"] = os.path.relpath(resume.parent.parent), resume.parent.name
-    elif rank_zero:
-        folder = runs.claim_version_dir(first["save_dir"], first["name"])
-        claimed.append(folder)
-        version = folder.name
-    else:  # rank zero claimed the folder; Lightning broadcasts rank zero's paths
-        from visionkit.core.trainer import next_version
-
-        folder, version = None, f"version_{next_version(first['save_dir'], first['name'])}"
-    for a in shared:
-        if a.get("version") is None:
-            a["version"] = version
-    return folder
-
-
-def _claim_explicit(folder: Path, version: Any, resume: Path | None, claimed: list[Path]) -> None:
-    """Use an explicitly named run folder, unless it holds another run (then a :class:`RunFolderError`)."""
-    resuming = resume is not None and folder.resolve() == resume
-    if (folder / "config.yaml").exists() and not resuming:
-        raise RunFolderError(
-            f"logger version '{version}' is the folder of an earlier run ('{folder}' holds config.yaml); "
-            "choose a new version, or leave it out to get a fresh version_N"
-        )
-    try:
-        folder.mkdir(parents=True)
-    except FileExistsError:
-        return
-    claimed.append(folder)
-
-
-def _append_to_resumed_metrics(trainer: Any, run: Path, step: int | None) -> None:
-    """CSV loggers writing into the resumed run's folder append to its ``metrics.csv``."""
-    from lightning.pytorch.loggers import CSVLogger
-
-    from visionkit.utils.runs import append_to_metrics
-
-    for logger in trainer.loggers:
-        if isinstance(logger, CSVLogger) and Path(logger.log_dir).resolve() == run:
-            append_to_metrics(logger, step)
 
 
 def _register_classes() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from tests.conftest import REPO
 from visionkit.cli import main
-from visionkit.core.loading import load_task
+from visionkit.core.checkpoints import load_task
 from visionkit.core.trainer import build_trainer
 from visionkit.data.datamodules.synthetic_shapes import SyntheticShapesDataModule
 from visionkit.methods.layer_masking import (

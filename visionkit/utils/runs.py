@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from visionkit.errors import VisionkitError
+
 #: Files that mark a folder as a run folder (a checkpoint's ``<run>/checkpoints/`` parent).
 RUN_MARKERS = ("config.yaml", "hparams.yaml", "metrics.csv")
 
@@ -22,22 +24,9 @@ def read_metrics(log_dir: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def last_value(rows: list[dict[str, str]], key: str) -> float:
-    """The last non-empty value of a column."""
-    values = [r[key] for r in rows if r.get(key)]
-    if not values:
-        raise KeyError(f"no '{key}' in metrics")
-    return float(values[-1])
-
-
 def epoch_values(rows: list[dict[str, str]], key: str) -> dict[int, float]:
     """``{epoch: value}`` of a per-epoch column."""
     return {int(r["epoch"]): float(r[key]) for r in rows if r.get(key) and r.get("epoch")}
-
-
-def run_dirs(root: str | Path = "logs") -> list[Path]:
-    """Run folders (``<root>/<name>/version_N``), oldest first."""
-    return sorted(Path(root).glob("*/version_*"), key=lambda p: (p.parent.name, int(p.name.split("_")[1])))
 
 
 def check_out(parent: str | Path, flag: str = "--out") -> None:
@@ -181,3 +170,85 @@ def append_to_metrics(logger: Any, step: int | None) -> None:
             self.metrics_keys = metrics_before_step(self.metrics_file_path, step)
 
     logger._experiment = _AppendingWriter(log_dir=logger.log_dir)
+
+
+# ---- the CLI's loggers and their run folder -------------------------------------------------------
+class RunFolderError(VisionkitError, ValueError):
+    """A logger version that names a folder holding another run."""
+
+
+def _logger_args(loggers: Any) -> list[Any]:
+    """The ``init_args`` of the configured loggers that write under ``save_dir`` (CSV, TensorBoard)."""
+    if not isinstance(loggers, list):
+        loggers = [loggers]
+    return [lg.init_args for lg in loggers if hasattr(lg, "init_args") and "save_dir" in lg.init_args]
+
+
+def _version_name(version: Any) -> str:
+    """Lightning's folder name for a logger version (an int ``N`` means ``version_N``)."""
+    return version if isinstance(version, str) else f"version_{version}"
+
+
+def assign_run_folder(loggers: Any, task_name: str, resume: Path | None, claimed: list[Path]) -> Path | None:
+    """Give the configured loggers one shared run folder; returns it (None without a file logger).
+
+    * an explicit logger ``version`` is kept; it may not name another run's folder;
+    * a ``fit`` resumed from ``<run>/checkpoints/*.ckpt`` continues in ``<run>``;
+    * otherwise a fresh ``version_N`` is claimed atomically (on rank zero; appended to ``claimed``).
+    """
+    args = _logger_args(loggers)
+    if not args:
+        return None
+    for a in args:
+        if a.get("name") in (None, "default", "lightning_logs"):
+            a["name"] = task_name
+    first = args[0]
+    shared = [a for a in args if a.get("save_dir") == first["save_dir"] and a.get("name") == first["name"]]
+    rank_zero = global_rank() == 0
+    if first.get("version") is not None:
+        folder = Path(first["save_dir"]) / first["name"] / _version_name(first["version"])
+        if rank_zero:
+            _claim_explicit(folder, first["version"], resume, claimed)
+        version = first["version"]
+    elif resume is not None:
+        folder, version = resume, resume.name
+        if (Path(first["save_dir"]) / first["name"]).resolve() != resume.parent:
+            # the same spelling as the interrupted run's (relative) paths, so ModelCheckpoint restores its state
+            for a in shared:
+                a["save_dir"], a["name"] = os.path.relpath(resume.parent.parent), resume.parent.name
+    elif rank_zero:
+        folder = claim_version_dir(first["save_dir"], first["name"])
+        claimed.append(folder)
+        version = folder.name
+    else:  # rank zero claimed the folder; Lightning broadcasts rank zero's paths
+        from visionkit.core.trainer import next_version
+
+        folder, version = None, f"version_{next_version(first['save_dir'], first['name'])}"
+    for a in shared:
+        if a.get("version") is None:
+            a["version"] = version
+    return folder
+
+
+def _claim_explicit(folder: Path, version: Any, resume: Path | None, claimed: list[Path]) -> None:
+    """Use an explicitly named run folder, unless it holds another run (then a :class:`RunFolderError`)."""
+    resuming = resume is not None and folder.resolve() == resume
+    if (folder / "config.yaml").exists() and not resuming:
+        raise RunFolderError(
+            f"logger version '{version}' is the folder of an earlier run ('{folder}' holds config.yaml); "
+            "choose a new version, or leave it out to get a fresh version_N"
+        )
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        return
+    claimed.append(folder)
+
+
+def append_to_resumed_metrics(trainer: Any, run: Path, step: int | None) -> None:
+    """CSV loggers writing into the resumed run's folder append to its ``metrics.csv``."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger) and Path(logger.log_dir).resolve() == run:
+            append_to_metrics(logger, step)

@@ -112,13 +112,14 @@ def _from_config(config: str, ckpt: str | None) -> Source:
 
 def _from_checkpoint(ckpt: str) -> Source:
     """A checkpoint alone: the task it records (a LayerMaskingTask when it records none), via ``load_task``."""
-    from visionkit.core.loading import checkpoint_task_class, load_task, read_checkpoint
+    from visionkit.core.checkpoints import load_task, read_checkpoint
     from visionkit.methods.layer_masking.task import LayerMaskingTask
     from visionkit.tasks.classification import ClassifierBase
 
-    recorded = checkpoint_task_class(read_checkpoint(ckpt), ckpt)
+    info = read_checkpoint(ckpt, flag="--ckpt")
+    expected = ClassifierBase if info.class_path else LayerMaskingTask
     # the weights come from the checkpoint: never re-read the backbone's original weights
-    task = load_task(ckpt, ClassifierBase if recorded else LayerMaskingTask, checkpoint_path=None, pretrained=False)
+    task = load_task(info, expected, checkpoint_path=None, pretrained=False)
     return Source(convert(_unwrap(task).eval()), task.normalize, None, task.hparams.get("image_size"), None,
                   f"checkpoint {ckpt}")
 

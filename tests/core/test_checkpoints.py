@@ -1,4 +1,4 @@
-"""``load_task``: a visionkit task back from its checkpoint, safely, or one error line naming the file."""
+"""``read_checkpoint`` and ``load_task``: a visionkit task back from its checkpoint, safely, or one error line naming the file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from visionkit.core.loading import CheckpointError, load_task, read_checkpoint
+from visionkit.core.checkpoints import CheckpointError, load_task, read_checkpoint
 from visionkit.methods.unipt import UniPTTask
 from visionkit.tasks import ClassificationTask
 
@@ -46,8 +46,9 @@ def test_task_class_is_required_without_a_recorded_one_and_checked_with_one(task
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "does not exist"), (b"", "is empty"), (b"\x00\x13garbage" * 50, "cannot be read"),
-     ("truncated", "cannot be read"), ("no_state", "holds no 'state_dict'")],
+    [(None, "does not exist"), (b"", "not a readable Lightning checkpoint"),
+     (b"\x00\x13garbage" * 50, "not a readable Lightning checkpoint"),
+     ("truncated", "not a readable Lightning checkpoint"), ("no_state", "holds no Lightning 'state_dict'")],
 )
 def test_bad_files_are_one_line_errors_naming_the_file(task, tmp_path, content, message):
     path = tmp_path / "bad.ckpt"
