@@ -4,5 +4,6 @@ from visionkit.callbacks.images import ImageLogger
 from visionkit.callbacks.memory import ActivationMemory
 from visionkit.callbacks.params import ParameterReport
 from visionkit.callbacks.predictions import PredictionWriter
+from visionkit.callbacks.summary import RunSummary
 
-__all__ = ["ActivationMemory", "ImageLogger", "ParameterReport", "PredictionWriter"]
+__all__ = ["ActivationMemory", "ImageLogger", "ParameterReport", "PredictionWriter", "RunSummary"]

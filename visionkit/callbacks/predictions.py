@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 #: One predicted batch: ``(dataloader_idx, index (B,), paths or None, probs (B, K) float32)``.
@@ -26,7 +27,8 @@ class PredictionWriter(BasePredictionWriter):
     per class. Rows are sorted by index.
 
     Outputs of ``predict_step`` may be a dict ``{"probs": (B, K), "index": (B,), "path": [B str]}``
-    or a ``(B, K)`` tensor of probabilities; a missing ``index``/``path`` is taken from the batch,
+    or a ``(B, K)`` tensor of probabilities (a task whose predictions are no class probabilities,
+    e.g. retrieval embeddings, gets a warning and no file); a missing ``index``/``path`` is taken from the batch,
     then from the sampler's indices. Under DDP the rows of every rank are gathered on rank 0 and
     de-duplicated by index (a padding sampler repeats items).
 
@@ -47,15 +49,19 @@ class PredictionWriter(BasePredictionWriter):
         self.filename = filename
         self.path: Path | None = None
         self._chunks: list[Chunk] = []
+        self._other: str | None = None
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._chunks = []
+        self._chunks, self._other = [], None
 
     def on_predict_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
         """Keep the batch's probabilities (on the CPU) with its item indices and paths."""
+        if not has_probabilities(outputs):
+            self._other = type(pl_module).__name__
+            return
         self._chunks.append(batch_chunk(outputs, batch, trainer.predict_loop.current_batch_indices, dataloader_idx))
 
     def write_on_epoch_end(
@@ -67,9 +73,19 @@ class PredictionWriter(BasePredictionWriter):
         self._chunks = []
         if not trainer.is_global_zero:
             return
+        if self._other is not None and not chunks:
+            rank_zero_warn(f"PredictionWriter: {self._other}.predict_step returns no class probabilities; "
+                           "no predictions.csv written")
+            return
         text, count = csv_text(chunks, class_names(trainer, chunks))
         self.path = claim_and_write(Path(log_dir or "."), self.filename, text)
         print(f"wrote {count} predictions to {self.path}")
+
+
+def has_probabilities(outputs: Any) -> bool:
+    """Whether ``predict_step`` returned class probabilities: a ``(B, K)`` tensor or a dict with ``probs``."""
+    probs = outputs.get("probs") if isinstance(outputs, dict) else outputs
+    return isinstance(probs, Tensor) and probs.ndim == 2
 
 
 def _as_list(value: Any) -> list[Any] | None:

@@ -56,7 +56,8 @@ def logger_configs(save_dir: str = DEFAULT_LOG_DIR, name: str = "default") -> li
 
 
 def callback_configs() -> dict[str, dict[str, Any]]:
-    """Callbacks every run gets, by CLI key: progress bar, learning-rate monitor, parameter report, images, summary.
+    """Callbacks every run gets, by CLI key: progress bar, learning-rate monitor, parameter report, images,
+    summary, predictions (``predict`` writes ``predictions.csv``).
 
     The CLI exposes each under its key (``--image_logger.num_samples 8``). The checkpoint
     callback is separate (:func:`checkpoint_kwargs`) because its metric comes from the task.
@@ -69,7 +70,8 @@ def callback_configs() -> dict[str, dict[str, Any]]:
         },
         "parameter_report": {"class_path": "visionkit.callbacks.ParameterReport"},
         "image_logger": {"class_path": "visionkit.callbacks.ImageLogger"},
-        "run_summary": {"class_path": "visionkit.callbacks.summary.RunSummary"},
+        "run_summary": {"class_path": "visionkit.callbacks.RunSummary"},
+        "prediction_writer": {"class_path": "visionkit.callbacks.PredictionWriter"},
     }
 
 
