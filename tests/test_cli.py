@@ -84,7 +84,7 @@ def test_empty_image_folder_root(capsys: pytest.CaptureFixture, tmp_path: Path) 
 
 
 def test_unreadable_image(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    from tests.test_data import write_image_folder
+    from tests.data.files import write_image_folder
 
     root = write_image_folder(tmp_path / "imgs")
     bad = root / "a" / "broken.png"
