@@ -168,7 +168,7 @@ def _build_cli_class(claimed: list[Path]) -> type:
         def after_instantiate_classes(self) -> None:
             if self.ckpt is not None:
                 check_state_dict(self.ckpt, self.model, LINKED_DATA_ATTRIBUTES)
-                self.ckpt.shapes = {}  # no longer needed
+                self.ckpt.state_dict = {}  # Lightning loads the weights itself; do not hold a second copy
             if self.resumed_run is not None and self.trainer.is_global_zero:
                 runs.append_to_resumed_metrics(self.trainer, self.resumed_run, self.ckpt.step if self.ckpt else None)
 

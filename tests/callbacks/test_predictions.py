@@ -121,10 +121,29 @@ def test_rows_repeated_by_a_padding_sampler_are_written_once() -> None:
     assert "path" not in rows[0]
 
 
-def test_cli_predict_runs_with_the_default_callbacks(tmp_path: Path) -> None:
+def test_cli_predict_writes_predictions_with_the_default_callbacks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from visionkit.cli import main
 
-    main(["predict", "--config", TINY, "--trainer.limit_predict_batches", "2"])
+    main(["predict", "--config", TINY, "--trainer.limit_predict_batches", "2", "--data.init_args.batch_size", "4"])
+    files = sorted(Path("logs").glob("*/version_*/predictions.csv"))
+    assert len(files) == 1, files
+    rows = list(csv.DictReader(files[0].open()))
+    assert [r["index"] for r in rows] == [str(i) for i in range(8)]  # 2 batches of 4, in dataset order
+    probs = np.array([[float(v) for k, v in r.items() if k.startswith("prob_")] for r in rows])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert f"wrote 8 predictions to {files[0]}" in capsys.readouterr().out
+
+
+def test_predict_of_a_task_without_class_probabilities_warns_and_writes_nothing(tmp_path: Path) -> None:
+    from visionkit.data.datamodules import SyntheticCaptionsDataModule
+    from visionkit.tasks import RetrievalTask
+
+    trainer = Trainer(accelerator="cpu", logger=CSVLogger(tmp_path), callbacks=[PredictionWriter()],
+                      limit_predict_batches=1, enable_progress_bar=False)
+    data = SyntheticCaptionsDataModule(num_train=4, num_val=4, num_test=4, batch_size=4, image_size=32)
+    with pytest.warns(UserWarning, match="RetrievalTask.predict_step returns no class probabilities"):
+        trainer.predict(RetrievalTask(asset="clip_shapes_tiny", image_size=32), data)
+    assert not list(tmp_path.rglob("predictions*.csv"))
 
 
 DDP_SCRIPT = """

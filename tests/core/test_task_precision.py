@@ -1,0 +1,45 @@
+"""Every task trains one step under ``bf16-mixed`` (CPU autocast), as it would on a CUDA GPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from visionkit.data.datamodules import SyntheticCaptionsDataModule, SyntheticShapesDataModule
+from visionkit.methods.layer_masking import LayerMaskingTask
+from visionkit.methods.unipt import UniPTRetrievalTask, UniPTTask
+from visionkit.tasks import ClassificationTask, RetrievalBase, RetrievalTask
+
+VIT = {"backbone": "test_vit", "backbone_kwargs": {"patch_size": 4}}
+CASES = {
+    "classification_full": (ClassificationTask, {"finetune": "full"}),
+    "classification_lora": (ClassificationTask, {"finetune": "lora", **VIT}),
+    "layer_masking": (LayerMaskingTask, {"eval_fills": ["layer", "grey"], "removal_fractions": [0.0, 0.5]}),
+    "unipt": (UniPTTask, VIT),
+    "retrieval": (RetrievalTask, {"asset": "clip_shapes_tiny"}),
+    "unipt_retrieval": (UniPTRetrievalTask, {"asset": "clip_shapes_tiny"}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_bf16_mixed_step_trains_and_validates(case: str, tmp_path) -> None:
+    cls, kwargs = CASES[case]
+    torch.manual_seed(0)
+    if issubclass(cls, RetrievalBase):
+        data = SyntheticCaptionsDataModule(num_train=8, num_val=8, num_test=8, batch_size=8, image_size=32)
+        task = cls(image_size=32, scheduler="none", **kwargs)
+    else:
+        data = SyntheticShapesDataModule(num_classes=3, num_train=8, num_val=8, num_test=8, batch_size=8)
+        task = cls(num_classes=3, image_size=32, scheduler="none", **kwargs)
+    before = {n: p.detach().clone() for n, p in task.named_parameters() if p.requires_grad}
+    trainer = Trainer(accelerator="cpu", devices=1, precision="bf16-mixed", max_steps=1, limit_val_batches=1,
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task, data)
+    loss = trainer.callback_metrics["train_loss"]
+    assert math.isfinite(float(loss))
+    changed = [n for n, p in task.named_parameters() if p.requires_grad and not torch.equal(p.detach(), before[n])]
+    assert changed, "one bf16-mixed step changed no trainable parameter"
+    assert all(p.dtype == torch.float32 for p in task.parameters()), "mixed precision keeps fp32 master weights"
