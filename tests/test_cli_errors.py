@@ -160,3 +160,17 @@ def test_bad_checkpoint_is_one_line(
     line = cli_error_line(capsys, [subcommand, "--config", TINY, *SHORT, "--ckpt_path", str(path)])
     assert f"'{path}'" in line and expected in line
     assert run_dirs() == [], "the failed run left a run folder"
+
+
+def test_a_checkpoint_never_chooses_what_gets_imported(tmp_path: Path) -> None:
+    """A foreign ``_class_path`` is refused as another task without importing its module."""
+    import sys
+
+    from visionkit.cli import _check_task
+    from visionkit.core.checkpoints import CheckpointError, CheckpointInfo
+
+    assert "this" not in sys.modules  # the stdlib module that prints the Zen of Python when imported
+    ckpt = CheckpointInfo(tmp_path / "x.ckpt", "this.Anything", {}, {}, None, "--ckpt_path")
+    with pytest.raises(CheckpointError, match="holds a Anything checkpoint, but the config's model is ClassificationTask"):
+        _check_task(ckpt, "visionkit.tasks.ClassificationTask")
+    assert "this" not in sys.modules

@@ -316,8 +316,8 @@ def _check_task(ckpt: CheckpointInfo, class_path: str) -> None:
         return
     wanted = import_class(class_path)
     try:
-        held = import_class(ckpt.class_path)
-    except (ImportError, AttributeError, ValueError):
+        held = ckpt.task_class()  # imports only visionkit tasks: a checkpoint never picks what gets imported
+    except CheckpointError:
         held = None
     if held is not wanted:
         name = ckpt.class_path.rsplit(".", 1)[-1]

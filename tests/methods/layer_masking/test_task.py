@@ -44,8 +44,9 @@ def test_forward_api_and_weights_compatible_with_classification_task() -> None:
         assert torch.equal(task(x), baseline(x))
         assert torch.allclose(task(x, torch.ones(2, 1, 32, 32)), baseline(x), atol=1e-5)
         assert not torch.allclose(task(x, keep), baseline(x), atol=1e-4)
-        probs = task.predict_step({"image": x, "keep_mask": keep}, 0)
-        assert torch.allclose(probs, task(x, keep).softmax(-1))
+        probs = task.predict_step({"image": x, "keep_mask": keep, "index": torch.arange(2)}, 0)
+        assert torch.allclose(probs["probs"], task(x, keep).softmax(-1))
+        assert probs["index"].tolist() == [0, 1]
     with pytest.raises(LayerMaskingError, match="binary"):
         task(x, keep * 0.5)
 

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import Callback
 from torch import Tensor, nn
 
+from visionkit.core.task import prediction_dict
 from visionkit.methods.layer_masking.callbacks import MaskingProtocolEvaluator
 from visionkit.methods.layer_masking.layers import FILLS
 from visionkit.methods.layer_masking.model import (
@@ -109,9 +110,10 @@ class LayerMaskingTask(ClassifierBase):
             return self.model(self.normalize(images))
         return self.model(self.normalize(images), keep_mask=keep_mask)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """Class probabilities; layer-masked when the batch carries a ``keep_mask``."""
-        return self(batch["image"], batch.get("keep_mask")).softmax(-1)
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """``{"probs", "index", "path"}`` as :meth:`VisionTask.predict_step`; layer-masked when the batch
+        carries a ``keep_mask``."""
+        return prediction_dict(batch, self(batch["image"], batch.get("keep_mask")).float().softmax(-1))
 
     # ---- protocols (run by the evaluator callback) ----------------------------------------
     def masked_model(self) -> nn.Module:
