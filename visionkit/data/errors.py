@@ -47,3 +47,31 @@ class CaptionFileError(VisionkitError, ValueError):
     def __init__(self, path: str | Path, problem: str) -> None:
         self.path = Path(path)
         super().__init__(f"caption file '{path}': {' '.join(problem.splitlines())}")
+
+
+class VideoReadError(VisionkitError, OSError):
+    """A video file (or a folder of extracted frames) that cannot be read, in one line.
+
+    Args:
+        path: the video file or frames folder.
+        err: the decoder's exception, or a sentence saying what is wrong and what was expected.
+    """
+
+    def __init__(self, path: str | Path, err: Exception | str) -> None:
+        self.path = Path(path)
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        super().__init__(f"unreadable video '{path}': {first}")
+
+
+class AnnotationError(VisionkitError, ValueError):
+    """A temporal annotation file (ActivityNet-style JSON) that is malformed, in one line.
+
+    Args:
+        path: the annotation file.
+        problem: what is wrong, naming the video id and annotation index, and what was expected.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"annotation file '{path}': {' '.join(problem.splitlines())}")
+

@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader, DistributedSampler
 
 from visionkit.data.datasets.base import VisionDataset
-from visionkit.data.samplers import EpochSeededSampler
+from visionkit.data.samplers import EpochSeededSampler, EpochTaggedDistributedSampler, EpochTaggedSampler
 
 SPLITS = ("train", "val", "test")
 
@@ -42,6 +42,10 @@ class VisionDataModule(pl.LightningDataModule, ABC):
     #: ``batch_size`` and ``image_size`` when they are not given.
     default_batch_size: ClassVar[int] = 32
     default_image_size: ClassVar[int] = 32
+    #: batching function of the loaders (``None``: torch's default collate).
+    collate_fn: ClassVar[Any] = None
+    #: training indices reach the dataset as ``(index, epoch)`` (:class:`~visionkit.data.samplers.EpochTaggedSampler`).
+    tag_epochs: ClassVar[bool] = False
 
     def __init__(
         self, batch_size: int | None = None, num_workers: int = 0, image_size: int | None = None, seed: int = 0
@@ -89,17 +93,20 @@ class VisionDataModule(pl.LightningDataModule, ABC):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate_fn,
         )
 
     def train_dataloader(self) -> DataLoader:
         data = self.dataset("train")
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
-            sampler = DistributedSampler(
+            distributed = EpochTaggedDistributedSampler if self.tag_epochs else DistributedSampler
+            sampler = distributed(
                 data, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=True, seed=self.seed
             )
         else:
             sampler = EpochSeededSampler(len(data), self.seed)
+            sampler = EpochTaggedSampler(sampler) if self.tag_epochs else sampler
         return self._loader("train", sampler)
 
     def val_dataloader(self) -> DataLoader:
