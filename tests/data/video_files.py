@@ -84,3 +84,30 @@ def frame_index(frame: np.ndarray | object) -> int:
     else:
         mean = float(np.asarray(frame, dtype=np.float64).mean())
     return round((mean - LEVEL_BASE) / LEVEL_STEP)
+
+
+def write_video_classes(
+    root: str | Path, videos: dict[str, list[str]], num_frames: int = 20, fps: float = 10, size: int = 32
+) -> Path:
+    """Write ``root/<class>/<name>`` for every ``{class: [name, ...]}``: a name with a video suffix becomes a
+    video file at ``fps``, a name without one a folder of ``.jpg`` frames; frames from :func:`moving_frames`
+    (seeded by the video's position). A class with an empty list gets an empty folder."""
+    root = Path(root)
+    seed = 0
+    for name, files in videos.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for file in files:
+            frames = moving_frames(num_frames, size, seed)
+            seed += 1
+            if Path(file).suffix:
+                write_video(root / name / file, frames, fps)
+            else:
+                write_frame_folder(root / name / file, frames)
+    return root
+
+
+def textured_frames(num_frames: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """``(T, size, size, 3)`` uint8: ``num_frames`` copies of one seeded random-noise frame (so crops and
+    flips show, and every frame of an augmented clip must stay equal)."""
+    frame = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return np.repeat(frame[None], num_frames, axis=0)
