@@ -1,0 +1,535 @@
+"""Temporal action localization (TAL) datasets: annotated videos cut into clips, or per-snippet feature
+sequences, each sample carrying its ground-truth segments in seconds from the sample's start.
+
+Both follow the localization conventions of :mod:`visionkit.data.datasets.video_base` (``segments`` float32
+``(K, 2)`` seconds from the sample's first frame or feature step, ``segment_labels`` int64 ``(K,)``, ``fps``,
+``duration`` and ``clip_start`` floats in seconds, ``video_id``, ``path``, ``index``), with one difference:
+
+* :class:`TemporalActionVideos` samples hold ``video`` float32 ``(T, C, S, S)`` in [0, 1];
+* :class:`TemporalActionFeatures` samples hold ``features`` float32 ``(L, D)`` instead of ``video``:
+  ``L`` feature steps of dimension ``D``; ``fps`` is then feature steps per second.
+
+Segments are those of :class:`~visionkit.data.datasets.tal_annotations.VideoAnnotation` cropped to the
+sample's time span ``[clip_start, clip_start + duration)`` and shifted to start at 0
+(:func:`~visionkit.data.clips.crop_segments`); segments outside the span are dropped, so ``K`` may be 0.
+
+Feature files: ``<features_root>/<video_id>.npy`` (a NumPy array) or ``.pt`` (a tensor saved with
+``torch.save``, read with ``torch.load(weights_only=True)``), shaped ``(T, D)``: time steps first. Feature
+step ``t`` stands for the time ``feature_offset + t / feature_fps`` seconds, usually the centre of the frames
+it summarises. Example, ActionFormer's THUMOS14 I3D features: 30 fps video, a 16-frame window every 4 frames,
+so ``feature_fps = 30 / 4 = 7.5`` and ``feature_offset = (16 / 2) / 30 = 8 / 30`` s.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from visionkit.data.clips import ClipMode, ClipSampler, crop_segments
+from visionkit.data.datasets.tal_annotations import VideoAnnotation, subset_annotations
+from visionkit.data.datasets.video_base import VideoDataset, sample_generator
+from visionkit.data.datasets.video_sources import VIDEO_EXTENSIONS, open_video
+from visionkit.data.errors import DatasetNotFoundError, VideoReadError
+from visionkit.data.samplers import split_key
+from visionkit.data.transforms import ClipAugment, resize_frames
+
+__all__ = [
+    "FEATURE_EXTENSIONS",
+    "FEATURE_LAYOUT",
+    "VIDEO_LAYOUT",
+    "FeatureReadError",
+    "TemporalActionFeatures",
+    "TemporalActionVideos",
+    "find_feature_files",
+    "find_video_files",
+    "read_features",
+    "window_starts",
+]
+
+#: Feature file extensions, in order of preference when a video has both.
+FEATURE_EXTENSIONS = (".npy", ".pt")
+VIDEO_LAYOUT = (
+    f"<video_root>/<video_id>{{{','.join(VIDEO_EXTENSIONS)}}} or a frames folder <video_root>/<video_id>/"
+)
+FEATURE_LAYOUT = "<features_root>/<video_id>.npy or .pt holding a (T, D) array (time steps first)"
+#: ITU-R 601-2 luma weights for RGB -> grey frames.
+LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+class FeatureReadError(VideoReadError):
+    """A feature file that cannot be read or does not hold a finite numeric ``(T, D)`` array, in one line.
+
+    A :class:`~visionkit.data.errors.VideoReadError`, so handlers of unreadable videos catch it too.
+
+    Args:
+        path: the feature file.
+        err: the loader's exception, or a sentence saying what is wrong and what was expected.
+    """
+
+    def __init__(self, path: str | Path, err: Exception | str) -> None:
+        super().__init__(path, err)
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        self.args = (f"unreadable feature file '{path}': {first}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _listing(root: Path, name: str, layout: str) -> tuple[dict[str, list[Path]], set[str]]:
+    """``({stem: [files]}, {folder names})`` of ``root`` (one directory listing)."""
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            name, root, layout, "is not a folder" if root.exists() else "does not exist"
+        )
+    files: dict[str, list[Path]] = {}
+    folders: set[str] = set()
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.is_dir():
+                folders.add(entry.name)
+            else:
+                path = Path(entry.path)
+                files.setdefault(path.stem, []).append(path)
+    return files, folders
+
+
+def find_video_files(
+    root: str | Path, video_ids: list[str], name: str = "TemporalActionVideos"
+) -> dict[str, Path]:
+    """The video file or frames folder of each id under ``root``: ``<id><ext>`` for ``ext`` in
+    ``VIDEO_EXTENSIONS`` (any case, in that order of preference), else the folder ``<id>/``.
+
+    Raises:
+        DatasetNotFoundError: ``root`` is missing, or an id has neither (the message names the id and
+            the paths looked for).
+    """
+    root = Path(root)
+    files, folders = _listing(root, name, VIDEO_LAYOUT)
+    found: dict[str, Path] = {}
+    for video_id in video_ids:
+        by_ext = {p.suffix.lower(): p for p in files.get(video_id, [])}
+        path = next((by_ext[e] for e in VIDEO_EXTENSIONS if e in by_ext), None)
+        if path is None and video_id in folders:
+            path = root / video_id
+        if path is None:
+            tried = f"{root / video_id}{{{','.join(VIDEO_EXTENSIONS)}}} or the folder {root / video_id}/"
+            raise DatasetNotFoundError(
+                name, root, VIDEO_LAYOUT, f"has no video for video id '{video_id}' (looked for {tried})"
+            )
+        found[video_id] = path
+    return found
+
+
+def find_feature_files(
+    root: str | Path, video_ids: list[str], name: str = "TemporalActionFeatures"
+) -> dict[str, Path]:
+    """The feature file ``<id>.npy`` (preferred) or ``<id>.pt`` of each id under ``root``.
+
+    Raises:
+        DatasetNotFoundError: ``root`` is missing, or an id has no feature file (naming the id and the
+            paths tried).
+    """
+    root = Path(root)
+    files, _ = _listing(root, name, FEATURE_LAYOUT)
+    found: dict[str, Path] = {}
+    for video_id in video_ids:
+        by_ext = {p.suffix: p for p in files.get(video_id, [])}
+        path = next((by_ext[e] for e in FEATURE_EXTENSIONS if e in by_ext), None)
+        if path is None:
+            tried = " or ".join(str(root / f"{video_id}{e}") for e in FEATURE_EXTENSIONS)
+            raise DatasetNotFoundError(
+                name, root, FEATURE_LAYOUT, f"has no features for video id '{video_id}' (tried {tried})"
+            )
+        found[video_id] = path
+    return found
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray | Tensor:
+    """The array stored in ``path`` (memory-mapped when ``mmap``: its shape is then read without the data)."""
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        try:
+            value = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            value = torch.load(path, map_location="cpu", weights_only=True)  # legacy format: no mmap
+    except Exception as err:  # noqa: BLE001 - loaders raise many types; all mean "unreadable"
+        raise FeatureReadError(path, err) from err
+    if not isinstance(value, Tensor):
+        raise FeatureReadError(
+            path, f"holds a {type(value).__name__}; expected a (T, D) tensor saved with torch.save"
+        )
+    return value
+
+
+def _check_array(path: Path, array: np.ndarray | Tensor) -> tuple[int, int]:
+    """``(T, D)`` of a feature array, checked to be a 2-D non-empty real numeric array."""
+    shape = tuple(array.shape)
+    if len(shape) != 2:
+        raise FeatureReadError(
+            path,
+            f"holds an array of shape {shape}; expected (T, D): time steps first, then feature dimensions",
+        )
+    if shape[0] == 0 or shape[1] == 0:
+        raise FeatureReadError(path, f"holds an empty array of shape {shape}; expected (T, D) with T, D >= 1")
+    dtype = array.dtype
+    numeric = (
+        dtype.is_floating_point or (not dtype.is_complex and dtype != torch.bool)
+        if isinstance(array, Tensor)
+        else np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    )
+    if not numeric:
+        raise FeatureReadError(path, f"holds {dtype} values; expected real numbers (float or integer)")
+    return int(shape[0]), int(shape[1])
+
+
+def feature_shape(path: str | Path) -> tuple[int, int]:
+    """``(T, D)`` of a feature file, read without loading its values where the format allows (memory map).
+
+    Raises:
+        FeatureReadError: unreadable file, not a tensor (``.pt``), not 2-D, empty, or not numeric.
+    """
+    path = Path(path)
+    return _check_array(path, _load_array(path, mmap=True))
+
+
+def read_features(path: str | Path) -> Tensor:
+    """The float32 ``(T, D)`` features of a ``.npy`` or ``.pt`` file.
+
+    Raises:
+        FeatureReadError: unreadable file, not a tensor (``.pt``), not 2-D, empty, not numeric, or NaN/Inf
+            values.
+    """
+    path = Path(path)
+    array = _load_array(path, mmap=False)
+    _check_array(path, array)
+    features = torch.as_tensor(
+        np.asarray(array, dtype=np.float32) if isinstance(array, np.ndarray) else array.float()
+    )
+    if not torch.isfinite(features).all():
+        bad = int((~torch.isfinite(features)).any(1).nonzero()[0, 0])
+        raise FeatureReadError(
+            path, f"has NaN or Inf values (first at time step {bad}); expected finite features"
+        )
+    return features.contiguous()
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Starts of the sliding windows of ``window`` steps, ``stride`` apart, over ``length`` steps.
+
+    The last window is aligned to the end so the tail is covered (as
+    :class:`~visionkit.data.clips.ClipSampler` does); one window starting at 0 when ``length <= window``.
+    """
+    count = max(1, math.ceil((length - window) / stride) + 1)
+    return [min(i * stride, max(length - window, 0)) for i in range(count)]
+
+
+def _check_positive(name: str, value: float | None, unit: str, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be positive ({unit}), got {value}")
+
+
+class _TemporalActionBase(VideoDataset):
+    """Shared by the TAL datasets: the annotated videos of one subset and the item bookkeeping."""
+
+    name = "TemporalActionDataset"
+    videos: list[VideoAnnotation]
+    paths: list[Path]
+    items: list[tuple[int, int]]
+
+    def _select(
+        self, annotations: dict[str, VideoAnnotation], classes: list[str], subset: str | None, root: Path
+    ) -> None:
+        self.classes = list(classes)
+        self.subset = subset
+        self.videos = list(subset_annotations(annotations, subset).values())
+        if not self.videos:
+            what = "no videos" if subset is None else f"no videos of subset '{subset}'"
+            raise DatasetNotFoundError(
+                self.name, root, self._layout(), f"is not read: the annotations hold {what}"
+            )
+
+    def _layout(self) -> str:
+        return VIDEO_LAYOUT
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _targets(self, video: VideoAnnotation, clip_start: float, duration: float) -> tuple[Tensor, Tensor]:
+        return crop_segments(video.segments, video.labels, clip_start, clip_start + duration)
+
+
+class TemporalActionVideos(_TemporalActionBase):
+    """Annotated videos (files or frames folders) cut into clips for temporal action localization.
+
+    Each annotated video of ``subset`` is ``<video_root>/<video_id>.mp4`` (or another extension of
+    ``VIDEO_EXTENSIONS``) or a folder of extracted frames ``<video_root>/<video_id>/img_00001.jpg, ...``
+    read at ``frames_fps``. Clips (see :class:`~visionkit.data.clips.ClipSampler`):
+
+    * ``"sliding"``: every window of ``num_frames`` frames at ``fps``, ``clip_stride`` frames apart (one item
+      each); every video is opened at construction to count its windows (bad files fail then);
+    * ``"uniform"``: one item per video, the whole video squeezed into ``num_frames`` frames (ActivityNet
+      style), so the item's ``fps`` is ``num_frames / video duration``;
+    * ``"random"``: one item per video, a window at a random start drawn from ``(seed, index, epoch)``
+      (training keys ``(index, epoch)``); with a plain index, the centred window.
+
+    Items: ``video`` float32 ``(num_frames, channels, image_size, image_size)`` in [0, 1], ``segments``
+    float32 ``(K, 2)`` seconds from the clip's first frame (cropped to the clip), ``segment_labels`` int64
+    ``(K,)``, ``fps`` (clip frames per second), ``duration`` (``num_frames / fps`` seconds), ``clip_start``
+    (seconds from the video's start), ``video_id``, ``path`` and ``index`` int64.
+
+    Args:
+        annotations: ``{video_id: VideoAnnotation}`` (from
+            :func:`~visionkit.data.datasets.tal_annotations.read_activitynet_json`).
+        classes: the class names the labels index.
+        video_root: folder of the videos.
+        num_frames: frames per clip.
+        fps: clip frame rate (frames are resampled); ``None``: each video's own rate. Unused by ``"uniform"``.
+        clip_mode: ``"sliding"``, ``"uniform"`` or ``"random"``.
+        clip_stride: sliding-window step in clip frames; ``None``: ``num_frames`` (no overlap).
+        frames_fps: frame rate of frames folders (video files carry their own).
+        image_size: frame side in pixels (frames are squashed, or randomly cropped with ``augment``).
+        channels: 3 (RGB) or 1 (grey).
+        seed: seed of the random clip starts and augmentations.
+        augment: one random resized crop and flip per clip (:class:`~visionkit.data.transforms.ClipAugment`),
+            drawn from ``(seed, index, epoch)``; only for keys with an epoch (training).
+        subset: only the videos of this subset; ``None``: every video of ``annotations``. Videos of other
+            subsets are never looked for on disk.
+
+    Raises:
+        DatasetNotFoundError: ``video_root`` is missing, no video of ``subset`` is annotated, or an annotated
+            video has no file or folder (naming the video id and the paths looked for).
+        VideoReadError: in ``"sliding"`` mode, a video that cannot be opened (at construction).
+    """
+
+    name = "TemporalActionVideos"
+
+    def __init__(
+        self,
+        annotations: dict[str, VideoAnnotation],
+        classes: list[str],
+        video_root: str | Path,
+        num_frames: int = 64,
+        fps: float | None = None,
+        clip_mode: ClipMode = "sliding",
+        clip_stride: int | None = None,
+        frames_fps: float = 30.0,
+        image_size: int = 112,
+        channels: int = 3,
+        seed: int = 0,
+        augment: bool = False,
+        subset: str | None = None,
+    ) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        _check_positive("frames_fps", frames_fps, "frames per second of frames folders", allow_none=False)
+        if image_size < 1:
+            raise ValueError(f"image_size must be a positive integer (pixels), got {image_size}")
+        self.sampler = ClipSampler(num_frames, fps, clip_mode, clip_stride)
+        self.root = Path(video_root)
+        self._select(annotations, classes, subset, self.root)
+        found = find_video_files(self.root, [v.video_id for v in self.videos], self.name)
+        self.paths = [found[v.video_id] for v in self.videos]
+        self.frames_fps, self.image_size, self.in_channels, self.seed = (
+            float(frames_fps),
+            image_size,
+            channels,
+            seed,
+        )
+        self.augment = ClipAugment(image_size) if augment else None
+        self.items = []
+        for v, path in enumerate(self.paths):
+            clips = 1
+            if clip_mode == "sliding":
+                source = self._open(path)
+                clips = self.sampler.num_clips(source.num_frames, source.fps)
+            self.items += [(v, c) for c in range(clips)]
+
+    def _open(self, path: Path) -> Any:
+        return open_video(path, fps=self.frames_fps if path.is_dir() else None)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = split_key(key)
+        v, clip = self.items[index]
+        video, path = self.videos[v], self.paths[v]
+        source = self._open(path)
+        generator = sample_generator(self.seed, index, epoch)
+        frames, clip_start = self.sampler.frames(source.num_frames, source.fps, clip, generator)
+        if self.sampler.mode == "uniform":
+            fps = self.sampler.num_frames * source.fps / source.num_frames
+        else:
+            fps = self.sampler.clip_fps(source.fps)
+        pixels = source.read(frames)
+        if self.in_channels == 1:
+            pixels = (pixels * LUMA.view(1, 3, 1, 1)).sum(1, keepdim=True)
+        if self.augment is not None and generator is not None:
+            pixels = self.augment(pixels, generator)
+        else:
+            pixels = resize_frames(pixels, self.image_size)
+        duration = self.sampler.num_frames / fps
+        segments, labels = self._targets(video, clip_start, duration)
+        return {
+            "video": pixels.float().contiguous(),
+            "segments": segments,
+            "segment_labels": labels,
+            "fps": float(fps),
+            "duration": float(duration),
+            "clip_start": float(clip_start),
+            "video_id": video.video_id,
+            "path": str(path),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+
+class TemporalActionFeatures(_TemporalActionBase):
+    """Per-snippet feature sequences of annotated videos for temporal action localization.
+
+    Each annotated video of ``subset`` has ``<features_root>/<video_id>.npy`` or ``.pt`` holding float
+    ``(T, D)`` features (see the module docstring for the time of each step). Every file is found and its
+    shape checked at construction (memory-mapped: the values are read per item).
+
+    Items: ``features`` float32 ``(L, D)`` (this key replaces ``video``), ``segments`` float32 ``(K, 2)``
+    seconds from the item's first step (cropped to the item's span), ``segment_labels`` int64 ``(K,)``,
+    ``fps`` (= ``feature_fps``), ``duration`` (``L / feature_fps`` seconds), ``clip_start``
+    (``feature_offset + first step / feature_fps`` seconds), ``video_id``, ``path`` and ``index`` int64.
+    With ``window=None`` each item is a whole sequence (``L = T``, varying from video to video); with an
+    int, items are windows of ``L = min(window, T)`` steps, ``window_stride`` apart, the last one aligned to
+    the sequence's end.
+
+    Args:
+        annotations: ``{video_id: VideoAnnotation}``.
+        classes: the class names the labels index.
+        features_root: folder of the feature files.
+        feature_fps: feature steps per second.
+        feature_offset: time of step 0 in seconds.
+        window: steps per item; ``None``: whole sequences.
+        window_stride: step between windows; ``None``: ``window`` (no overlap).
+        subset: only the videos of this subset; ``None``: every video of ``annotations``.
+
+    ``in_channels`` is the feature dimension ``D`` (the same for every file).
+
+    Raises:
+        DatasetNotFoundError: ``features_root`` is missing, no video of ``subset`` is annotated, or an
+            annotated video has no feature file (naming the video id and the paths tried).
+        FeatureReadError: a file that is unreadable, not ``(T, D)``, or whose ``D`` differs from the others'.
+    """
+
+    name = "TemporalActionFeatures"
+
+    def __init__(
+        self,
+        annotations: dict[str, VideoAnnotation],
+        classes: list[str],
+        features_root: str | Path,
+        feature_fps: float,
+        feature_offset: float = 0.0,
+        window: int | None = None,
+        window_stride: int | None = None,
+        subset: str | None = None,
+    ) -> None:
+        _check_positive("feature_fps", feature_fps, "feature steps per second", allow_none=False)
+        if not math.isfinite(feature_offset):
+            raise ValueError(f"feature_offset must be a finite number of seconds, got {feature_offset}")
+        if window is not None and window < 1:
+            raise ValueError(f"window must be a positive number of feature steps, got {window}")
+        stride = window_stride if window_stride is not None else window
+        if window_stride is not None and (window is None or window_stride < 1):
+            raise ValueError(
+                f"window_stride must be a positive number of feature steps with a window, "
+                f"got {window_stride} (window {window})"
+            )
+        self.root = Path(features_root)
+        self._select(annotations, classes, subset, self.root)
+        found = find_feature_files(self.root, [v.video_id for v in self.videos], self.name)
+        self.paths = [found[v.video_id] for v in self.videos]
+        self.feature_fps, self.feature_offset = float(feature_fps), float(feature_offset)
+        self.window, self.window_stride = window, stride
+        self.lengths: list[int] = []
+        self.items = []
+        for v, path in enumerate(self.paths):
+            length, dim = feature_shape(path)
+            if v == 0:
+                self.in_channels = dim
+            elif dim != self.in_channels:
+                raise FeatureReadError(
+                    path, f"has feature dimension D={dim}; {self.paths[0].name} has D={self.in_channels}"
+                )
+            self.lengths.append(length)
+            starts = [0] if window is None else window_starts(length, window, stride)
+            self.items += [(v, s) for s in starts]
+
+    def _layout(self) -> str:
+        return FEATURE_LAYOUT
+
+    @property
+    def feature_dim(self) -> int:
+        """Feature dimension ``D``."""
+        return self.in_channels
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, _ = split_key(key)
+        v, start = self.items[index]
+        video, path = self.videos[v], self.paths[v]
+        features = read_features(path)
+        stop = len(features) if self.window is None else min(start + self.window, len(features))
+        features = features[start:stop]
+        clip_start = self.feature_offset + start / self.feature_fps
+        duration = len(features) / self.feature_fps
+        segments, labels = self._targets(video, clip_start, duration)
+        return {
+            "features": features.contiguous(),
+            "segments": segments,
+            "segment_labels": labels,
+            "fps": self.feature_fps,
+            "duration": float(duration),
+            "clip_start": float(clip_start),
+            "video_id": video.video_id,
+            "path": str(path),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+    def plot(self, sample: dict[str, Any], prediction: Any = None):
+        """The feature sequence as a ``D x L`` heat map over seconds, with the timeline of ``segments`` below
+        (and of predicted segments when ``prediction`` is a dict with ``segments``, ``labels``).
+        Returns a matplotlib Figure."""
+        from visionkit.utils.viz import pyplot
+
+        plt = pyplot()
+        features = torch.as_tensor(sample["features"]).detach().float().cpu()
+        duration = float(sample.get("duration", len(features) / self.feature_fps))
+        fig, (top, bottom) = plt.subplots(
+            2, 1, figsize=(8, 4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        )
+        top.imshow(
+            features.T.numpy(),
+            aspect="auto",
+            cmap="viridis",
+            extent=(0, duration, features.shape[1], 0),
+            interpolation="nearest",
+        )
+        top.set_ylabel("feature dim")
+        video_id = sample.get("video_id", "")
+        start = float(sample.get("clip_start", 0.0))
+        top.set_title(
+            f"{video_id}  from {start:.2f} s  ({len(features)} steps x {features.shape[1]} dims)", fontsize=9
+        )
+        self._draw_segments(bottom, sample["segments"], sample["segment_labels"], 0.55, "truth")
+        predicted = isinstance(prediction, dict) and "segments" in prediction
+        if predicted:
+            self._draw_segments(bottom, prediction["segments"], prediction["labels"], 0.05, "predicted")
+        bottom.set_xlim(0, duration)
+        bottom.set_ylim(0, 1)
+        bottom.set_yticks([0.25, 0.75], ["predicted" if predicted else "", "truth"])
+        bottom.set_xlabel("seconds")
+        fig.tight_layout()
+        return fig
