@@ -55,8 +55,8 @@ class TemporalActionDataModule(VideoDataModule):
     subset or a missing video fails at once, in one line.
 
     Videos: training clips use ``clip_mode``; validation and test clips are deterministic: whole videos
-    for ``"uniform"``, sliding windows otherwise (covering every frame). Training clips get one random
-    resized crop and flip each (``augment``). ``in_channels`` is ``channels``.
+    for ``"uniform"``, sliding windows otherwise (covering every frame). With ``augment``, training clips
+    get one random resized crop and flip each. ``in_channels`` is ``channels``.
 
     Features: every split reads whole sequences (``window=None``) or sliding windows. ``in_channels`` is
     the feature dimension ``D`` (read from the first file). Sequences of different lengths are batched by
@@ -102,7 +102,7 @@ class TemporalActionDataModule(VideoDataModule):
         clip_mode: ClipMode = "sliding",
         clip_stride: int | None = None,
         frames_fps: float = 30.0,
-        augment: bool = True,
+        augment: bool = False,
         feature_fps: float | None = None,
         feature_offset: float = 0.0,
         window: int | None = None,

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from visionkit.data.clips import ClipMode, ClipSampler, crop_segments
+from visionkit.data.datasets.decode import LUMA
 from visionkit.data.datasets.tal_annotations import VideoAnnotation, subset_annotations
 from visionkit.data.datasets.video_base import VideoDataset, sample_generator
 from visionkit.data.datasets.video_sources import VIDEO_EXTENSIONS, open_video
@@ -58,8 +59,6 @@ VIDEO_LAYOUT = (
     f"<video_root>/<video_id>{{{','.join(VIDEO_EXTENSIONS)}}} or a frames folder <video_root>/<video_id>/"
 )
 FEATURE_LAYOUT = "<features_root>/<video_id>.npy or .pt holding a (T, D) array (time steps first)"
-#: ITU-R 601-2 luma weights for RGB -> grey frames.
-LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
 class FeatureReadError(VideoReadError):
@@ -371,7 +370,7 @@ class TemporalActionVideos(_TemporalActionBase):
             fps = self.sampler.clip_fps(source.fps)
         pixels = source.read(frames)
         if self.in_channels == 1:
-            pixels = (pixels * LUMA.view(1, 3, 1, 1)).sum(1, keepdim=True)
+            pixels = (pixels * torch.from_numpy(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True).clamp(0, 1)
         if self.augment is not None and generator is not None:
             pixels = self.augment(pixels, generator)
         else:
