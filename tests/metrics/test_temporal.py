@@ -440,23 +440,3 @@ def test_merge_state_equals_one_process():
     first.merge_state(second)  # incoming samples go first
     torch.testing.assert_close(first.compute(), run_map(preds, target, num_classes=2), equal_nan=True)
 
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
-    preds, target = random_case(9)
-    on = (
-        [{k: v.cuda() for k, v in d.items()} for d in preds],
-        [{k: v.cuda() for k, v in d.items()} for d in target],
-    )
-    metric = TemporalActionMAP(num_classes=2).cuda()
-    metric.update(*on)
-    out = metric.compute()
-    assert out["map"].device.type == "cuda"
-    torch.testing.assert_close(
-        {k: v.cpu() for k, v in out.items()}, run_map(preds, target, num_classes=2), equal_nan=True
-    )
-    s, p = preds[0]["segments"], preds[0]["scores"]
-    assert nms_1d(s.cuda(), p.cuda(), 0.3).cpu().tolist() == nms_1d(s, p, 0.3).tolist()
-    gpu, cpu = soft_nms_1d(s.cuda(), p.cuda()), soft_nms_1d(s, p)
-    assert gpu[2].cpu().tolist() == cpu[2].tolist()
-    torch.testing.assert_close(gpu[1].cpu(), cpu[1])

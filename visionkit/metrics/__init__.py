@@ -1,5 +1,26 @@
-"""Metrics shared by tasks (torchmetrics ``Metric`` subclasses)."""
+"""Metrics shared by tasks (torchmetrics ``Metric`` subclasses) and the functions behind them."""
 
 from visionkit.metrics.retrieval import ImageTextRecall, image_text_recall
+from visionkit.metrics.temporal import (
+    ACTIVITYNET_TIOU,
+    THUMOS_TIOU,
+    TemporalActionMAP,
+    average_precision_at_tiou,
+    batched_nms_1d,
+    nms_1d,
+    soft_nms_1d,
+    temporal_iou,
+)
 
-__all__ = ["ImageTextRecall", "image_text_recall"]
+__all__ = [
+    "ACTIVITYNET_TIOU",
+    "THUMOS_TIOU",
+    "ImageTextRecall",
+    "TemporalActionMAP",
+    "average_precision_at_tiou",
+    "batched_nms_1d",
+    "image_text_recall",
+    "nms_1d",
+    "soft_nms_1d",
+    "temporal_iou",
+]
