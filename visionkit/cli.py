@@ -58,9 +58,9 @@ class LinkedValueError(ConfigValueError):
 
 def _build_cli_class(claimed: list[Path]) -> type:
     """The CLI class; run folders it creates are appended to ``claimed`` (for clean-up on failure)."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+    from visionkit.callbacks.checkpoint import RunCheckpoint
     from visionkit.core import trainer as defaults
     from visionkit.core.checkpoints import CheckpointError, check_state_dict, read_checkpoint
     from visionkit.utils import runs
@@ -94,7 +94,7 @@ def _build_cli_class(claimed: list[Path]) -> type:
             for key, cfg in defaults.callback_configs().items():
                 parser.add_lightning_class_args(defaults.import_class(cfg["class_path"]), key)
                 parser.set_defaults({f"{key}.{k}": v for k, v in cfg.get("init_args", {}).items()})
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
             parser.set_defaults({f"checkpoint.{k}": v for k, v in defaults.checkpoint_kwargs(None, "min").items()})
 
         def _check_linked(self, attr: str) -> Any:

@@ -21,6 +21,14 @@ STAGES = ("train", "val", "test")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
+def batch_size_of(batch: dict[str, Any]) -> int | None:
+    """Samples in a batch: the length of its ``image`` (or ``video``) tensor, ``None`` when it has neither."""
+    for key in ("image", "video"):
+        if isinstance(batch.get(key), Tensor):
+            return len(batch[key])
+    return None
+
+
 def prediction_dict(batch: dict[str, Any], probs: Tensor) -> dict[str, Any]:
     """``{"probs": probs}`` plus the batch's ``index`` (B,) and ``path`` (B str) when it has them."""
     out: dict[str, Any] = {"probs": probs}
@@ -105,7 +113,7 @@ class VisionTask(pl.LightningModule, ABC):
     # ---- metrics and steps ------------------------------------------------------------
     def _shared_step(self, batch: dict[str, Any], stage: str) -> dict[str, Tensor]:
         out = self.compute_loss(batch, stage)
-        batch_size = len(batch["image"]) if "image" in batch else None
+        batch_size = batch_size_of(batch)
         on_step = stage == "train"
         for key, value in out.items():
             if key in ("preds", "target") or not isinstance(value, Tensor) or value.ndim != 0:

@@ -120,7 +120,8 @@ def build_trainer(
             replace the defaults.
     """
     from lightning.pytorch import Trainer
-    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from visionkit.callbacks.checkpoint import RunCheckpoint
 
     kwargs = trainer_defaults()
     version = run_version(save_dir, name)
@@ -133,7 +134,7 @@ def build_trainer(
         for key, cfg in callback_configs().items()
         if key != "progress_bar" or overrides.get("enable_progress_bar", True)
     ]
-    callbacks.append(ModelCheckpoint(**checkpoint_kwargs(monitor, mode)))
+    callbacks.append(RunCheckpoint(**checkpoint_kwargs(monitor, mode)))
     kwargs["logger"] = loggers
     kwargs["callbacks"] = callbacks
     kwargs.update(overrides)

@@ -2,5 +2,6 @@
 
 from visionkit.tasks.classification import ClassificationTask, ClassifierBase
 from visionkit.tasks.retrieval import RetrievalBase, RetrievalTask
+from visionkit.tasks.video_classification import VideoClassificationTask
 
-__all__ = ["ClassificationTask", "ClassifierBase", "RetrievalBase", "RetrievalTask"]
+__all__ = ["ClassificationTask", "ClassifierBase", "RetrievalBase", "RetrievalTask", "VideoClassificationTask"]

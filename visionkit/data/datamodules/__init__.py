@@ -13,6 +13,10 @@ from visionkit.data.datamodules.synthetic_shapes import (
     SyntheticMultiShapesDataModule,
     SyntheticShapesDataModule,
 )
+from visionkit.data.datamodules.synthetic_video import MovingDigitsDataModule, SyntheticTALDataModule
+from visionkit.data.datamodules.temporal_actions import TemporalActionDataModule
+from visionkit.data.datamodules.video_base import VideoDataModule
+from visionkit.data.datamodules.video_folder import VideoFolderDataModule
 
 __all__ = [
     "CaptionCSVDataModule",
@@ -20,8 +24,13 @@ __all__ = [
     "DigitsDataModule",
     "ImageFolderDataModule",
     "KarpathyDataModule",
+    "MovingDigitsDataModule",
     "SyntheticCaptionsDataModule",
     "SyntheticMultiShapesDataModule",
     "SyntheticShapesDataModule",
+    "SyntheticTALDataModule",
+    "TemporalActionDataModule",
+    "VideoDataModule",
+    "VideoFolderDataModule",
     "VisionDataModule",
 ]

@@ -61,6 +61,8 @@ class VisionDataModule(pl.LightningDataModule, ABC):
             raise ValueError(f"image_size must be a positive integer (pixels), got {image_size}")
         self.batch_size, self.num_workers, self.image_size, self.seed = batch_size, num_workers, image_size, seed
         self.datasets: dict[str, VisionDataset] = {}
+        #: epoch a resumed run trains first (from the checkpoint's datamodule state; 0 for a new run).
+        self.resume_epoch = 0
 
     @abstractmethod
     def build_dataset(self, split: str) -> VisionDataset:
@@ -107,7 +109,26 @@ class VisionDataModule(pl.LightningDataModule, ABC):
         else:
             sampler = EpochSeededSampler(len(data), self.seed)
             sampler = EpochTaggedSampler(sampler) if self.tag_epochs else sampler
+        # Lightning builds the loader's iterator (worker processes prefetch their first indices) before
+        # it calls set_epoch, and a resumed run builds it before its loops are restored: start the
+        # sampler at the epoch to run, from the loop or from the checkpoint (see load_state_dict).
+        sampler.set_epoch(max(self._training_epoch(), self.resume_epoch))
         return self._loader("train", sampler)
+
+    def _training_epoch(self) -> int:
+        """The epoch the trainer's fit loop runs next (0 without a trainer): the value Lightning passes to ``set_epoch``."""
+        try:
+            return int(self.trainer.fit_loop.epoch_progress.current.processed)
+        except (AttributeError, RuntimeError):
+            return 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the epoch a run resumed from this checkpoint trains next."""
+        return {"epoch": self._training_epoch()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the epoch to train next (Lightning calls this before it builds the training loader)."""
+        self.resume_epoch = int(state_dict.get("epoch", 0))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from visionkit.data.datamodules.base import VisionDataModule
-from visionkit.data.datasets.digits import Digits
-
-NUM_DIGITS = 1797
+from visionkit.data.datasets.digits import Digits, split_digit_indices
 
 
 class DigitsDataModule(VisionDataModule):
@@ -32,19 +28,10 @@ class DigitsDataModule(VisionDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if min(num_train, num_val, num_test) < 1 or num_train + num_val + num_test > NUM_DIGITS:
-            raise ValueError(
-                f"split sizes ({num_train}, {num_val}, {num_test}) must be positive and sum to at most {NUM_DIGITS}"
-            )
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.num_classes, self.in_channels = 10, channels
-        order = np.random.default_rng(self.seed).permutation(NUM_DIGITS)
-        self.split_indices = {
-            "train": order[:num_train],
-            "val": order[num_train : num_train + num_val],
-            "test": order[num_train + num_val : num_train + num_val + num_test],
-        }
+        self.split_indices = split_digit_indices(self.seed, {"train": num_train, "val": num_val, "test": num_test})
 
     def build_dataset(self, split: str) -> Digits:
         return Digits(self.split_indices[split], self.image_size, self.in_channels)
