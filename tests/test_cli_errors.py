@@ -174,3 +174,74 @@ def test_a_checkpoint_never_chooses_what_gets_imported(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="holds a Anything checkpoint, but the config's model is ClassificationTask"):
         _check_task(ckpt, "visionkit.tasks.ClassificationTask")
     assert "this" not in sys.modules
+
+
+# ---- bad video data ------------------------------------------------------------------------------
+
+
+def _video_tree(root: Path) -> Path:
+    from tests.data.video_files import write_video_classes
+
+    return write_video_classes(root, {"a": ["a0.mp4", "a1"], "b": ["b0.mp4", "b1"]}, num_frames=8)
+
+
+def _tal_files(root: Path, first_segment: tuple[float, float], with_files: bool = True) -> Path:
+    from tests.data.tal_files import video_entry, write_activitynet_json
+    from tests.data.video_files import moving_frames, write_video
+
+    database = {
+        "vid_ok": video_entry(2.0, "training", [(0.2, 1.0, "jump")]),
+        "vid_bad": video_entry(2.0, "training", [(0.1, 0.5, "jump"), (*first_segment, "run")]),
+        "vid_val": video_entry(2.0, "validation", [(0.5, 1.5, "run")]),
+    }
+    for vid in database if with_files else ("vid_ok", "vid_val"):
+        write_video(root / "videos" / f"{vid}.mp4", moving_frames(20, 32), 10)
+    return write_activitynet_json(root / "annotations.json", database)
+
+
+def _fit_video(data_yaml: str, tmp_path: Path) -> list[str]:
+    config = tmp_path / "data.yaml"
+    config.write_text(data_yaml)
+    return ["fit", "--config", str(REPO / "tests" / "conf" / "video.yaml"), "--config", str(config), *SHORT]
+
+
+def test_corrupt_and_empty_video_files_are_one_line_naming_the_file(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    root = _video_tree(tmp_path / "clips")
+    (root / "a" / "broken.mp4").write_bytes(os.urandom(2048))
+    args = _fit_video(f"data:\n  class_path: VideoFolderDataModule\n  init_args:\n    root: {root}\n    num_frames: 4\n", tmp_path)
+    line = cli_error_line(capsys, args)
+    assert "broken.mp4" in line
+    (root / "a" / "broken.mp4").unlink()
+    (root / "b" / "empty.mp4").write_bytes(b"")
+    line = cli_error_line(capsys, args)
+    assert "empty.mp4" in line
+    assert not run_dirs(), "a run that failed on its data must leave no run folder"
+
+
+def test_frames_folder_with_a_gap_is_one_line_naming_the_missing_frame(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    root = _video_tree(tmp_path / "clips")
+    (root / "b" / "b1" / "img_00004.jpg").unlink()
+    args = _fit_video(f"data:\n  class_path: VideoFolderDataModule\n  init_args:\n    root: {root}\n    num_frames: 4\n", tmp_path)
+    line = cli_error_line(capsys, args)
+    assert "b1" in line and "img_00004.jpg" in line
+    assert not run_dirs()
+
+
+@pytest.mark.parametrize(
+    ("segment", "with_files", "expected"),
+    [((1.5, 1.2), True, ("vid_bad", "annotation 1")), ((1.5, 2.6), True, ("vid_bad", "annotation 1", "2.6")),
+     ((1.2, 1.5), False, ("vid_bad", "has no video"))],
+    ids=["ends-before-start", "past-duration", "no-video-file"],
+)
+def test_bad_temporal_annotations_are_one_line_naming_the_video(
+    capsys: pytest.CaptureFixture, tmp_path: Path, segment: tuple[float, float], with_files: bool, expected: tuple[str, ...]
+) -> None:
+    annotations = _tal_files(tmp_path, segment, with_files)
+    args = _fit_video(
+        "data:\n  class_path: TemporalActionDataModule\n  init_args:\n"
+        f"    annotation_file: {annotations}\n    video_root: {tmp_path / 'videos'}\n    num_frames: 4\n", tmp_path
+    )
+    line = cli_error_line(capsys, args)
+    for word in expected:
+        assert word in line, line
+    assert not run_dirs()

@@ -8,10 +8,10 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from visionkit.data.datamodules import SyntheticCaptionsDataModule, SyntheticShapesDataModule
+from visionkit.data.datamodules import MovingDigitsDataModule, SyntheticCaptionsDataModule, SyntheticShapesDataModule
 from visionkit.methods.layer_masking import LayerMaskingTask
 from visionkit.methods.unipt import UniPTRetrievalTask, UniPTTask
-from visionkit.tasks import ClassificationTask, RetrievalBase, RetrievalTask
+from visionkit.tasks import ClassificationTask, RetrievalBase, RetrievalTask, VideoClassificationTask
 
 VIT = {"backbone": "test_vit", "backbone_kwargs": {"patch_size": 4}}
 CASES = {
@@ -21,6 +21,7 @@ CASES = {
     "unipt": (UniPTTask, VIT),
     "retrieval": (RetrievalTask, {"asset": "clip_shapes_tiny"}),
     "unipt_retrieval": (UniPTRetrievalTask, {"asset": "clip_shapes_tiny"}),
+    "video_classification": (VideoClassificationTask, {}),
 }
 
 
@@ -31,6 +32,9 @@ def test_one_bf16_mixed_step_trains_and_validates(case: str, tmp_path) -> None:
     if issubclass(cls, RetrievalBase):
         data = SyntheticCaptionsDataModule(num_train=8, num_val=8, num_test=8, batch_size=8, image_size=32)
         task = cls(image_size=32, scheduler="none", **kwargs)
+    elif issubclass(cls, VideoClassificationTask):
+        data = MovingDigitsDataModule(num_frames=4, num_train=8, num_val=8, num_test=8, batch_size=4, image_size=24)
+        task = cls(num_classes=10, image_size=24, scheduler="none", **kwargs)
     else:
         data = SyntheticShapesDataModule(num_classes=3, num_train=8, num_val=8, num_test=8, batch_size=8)
         task = cls(num_classes=3, image_size=32, scheduler="none", **kwargs)

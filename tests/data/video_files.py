@@ -3,63 +3,24 @@ frames whose grey level encodes their index (identifiable after lossy coding).""
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from visionkit.data.video_writer import CODECS, write_frame_folder
+from visionkit.data.video_writer import write_video as library_write_video
+
+__all__ = ["CODECS", "frame_index", "moving_frames", "textured_frames", "write_frame_folder", "write_video", "write_video_classes"]
 
 #: Grey level of frame ``i`` in :func:`moving_frames`: ``LEVEL_BASE + LEVEL_STEP * i`` (mod the range).
 LEVEL_BASE, LEVEL_STEP = 16, 7
 #: Distinct levels before they repeat (indices ``0 .. LEVELS - 1`` are identifiable).
 LEVELS = (240 - LEVEL_BASE) // LEVEL_STEP
 
-#: ``suffix -> (codec, pixel format, encoder options)``: high quality, so decoded pixels are close.
-CODECS = {
-    ".mp4": ("libx264", "yuv420p", {"crf": "4", "preset": "ultrafast", "g": "8"}),
-    ".mkv": ("libx264", "yuv420p", {"crf": "4", "preset": "ultrafast", "g": "8"}),
-    ".mov": ("libx264", "yuv420p", {"crf": "4", "preset": "ultrafast", "g": "8"}),
-    ".avi": ("mpeg4", "yuv420p", {"qscale": "2", "g": "8"}),
-    ".webm": ("libvpx", "yuv420p", {"crf": "4", "b": "2M", "g": "8"}),
-}
-
-
 def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str | None = None) -> Path:
-    """Encode ``frames`` ``(T, H, W, 3)`` uint8 RGB at ``fps`` frames per second into ``path``.
-
-    The codec follows the suffix (:data:`CODECS`: ``.mp4`` libx264 yuv420p crf 4, ``.avi`` mpeg4 qscale 2,
-    ``.webm`` libvpx), keyframes every 8 frames so reads exercise seeking; ``codec`` overrides it
-    (e.g. ``"mjpeg"`` for an ``.avi``). ``H`` and ``W`` must be even (yuv420p).
-    """
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    default_codec, pix_fmt, options = CODECS.get(path.suffix.lower(), CODECS[".mp4"])
-    if codec is not None and codec != default_codec:
-        pix_fmt, options = ("yuvj420p", {"qscale": "2"}) if codec == "mjpeg" else ("yuv420p", {})
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec or default_codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-        stream.options = options
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def write_frame_folder(folder: str | Path, frames: np.ndarray, ext: str = ".jpg") -> Path:
-    """Write ``frames`` ``(T, H, W, 3)`` uint8 as ``folder/img_00001<ext>``, ``img_00002<ext>``, ... (JPEG quality 95)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, frame in enumerate(np.asarray(frames), 1):
-        Image.fromarray(frame).save(folder / f"img_{i:05d}{ext}", **({"quality": 95} if ext != ".png" else {}))
-    return folder
+    """Encode test frames at high quality (x264 crf 4, mpeg4 qscale ~1) with a keyframe every 8 frames, so
+    decoded pixels stay within 1-2 levels and reads exercise seeking."""
+    return library_write_video(path, frames, fps, codec=codec, quality=4, keyframe_interval=8)
 
 
 def moving_frames(num_frames: int, size: int = 32, seed: int = 0) -> np.ndarray:
