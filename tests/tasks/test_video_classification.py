@@ -98,3 +98,13 @@ def test_killed_video_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
     assert sorted(epoch_values(rows, "val_acc")) == [0, 1, 2]
     for key in ("val_loss", "val_acc", "train_loss_epoch"):
         assert last_value(rows, key) == pytest.approx(last_value(reference, key), abs=1e-6), key
+
+
+@pytest.mark.slow  # the shipped config, a real run: about 2.5 min on 2 CPU cores
+def test_moving_digits_config_reaches_90_percent() -> None:
+    main(["fit", "--config", str(REPO / "configs" / "video" / "moving_digits.yaml"), "--trainer.enable_progress_bar", "false"])
+    (run,) = run_dirs()
+    accuracy = epoch_values(read_metrics(run), "val_acc")
+    assert sorted(accuracy) == [0, 1, 2]
+    assert accuracy[2] >= 0.90, accuracy
+    assert list((run / "images" / "val").glob("*predictions.png"))
