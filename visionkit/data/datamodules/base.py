@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
+import numpy as np
 from torch.utils.data import DataLoader, DistributedSampler
 
 from visionkit.data.datasets.base import VisionDataset
@@ -21,6 +22,29 @@ def split_sizes(num_train: int, num_val: int, num_test: int) -> dict[str, int]:
         if value < 1:
             raise ValueError(f"num_{split} must be a positive integer, got {value}")
     return sizes
+
+
+def holdout_split(count: int, val_fraction: float, test_fraction: float, seed: int, what: str) -> dict[str, np.ndarray]:
+    """Indices ``{"train", "val", "test"}`` of ``count`` items split by a permutation seeded with ``seed``:
+    ``val_fraction`` and ``test_fraction`` of them held out (rounded); an empty test share is the val share.
+
+    Raises:
+        ValueError: fractions outside [0, 1) or summing to 1 or more, or too few items to keep any for training
+            (``what`` names them, e.g. ``"ImageFolder root 'x' holds 3 images"``).
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction + test_fraction must be in [0, 1), got {val_fraction} + {test_fraction}")
+    order = np.random.default_rng(seed).permutation(count)
+    n_val, n_test = round(val_fraction * count), round(test_fraction * count)
+    if n_val + n_test >= count:
+        raise ValueError(
+            f"{what}: too few to hold out val_fraction={val_fraction} + test_fraction={test_fraction} and keep some for training"
+        )
+    return {
+        "train": order[n_val + n_test :],
+        "val": order[:n_val],
+        "test": order[n_val : n_val + n_test] if n_test else order[:n_val],
+    }
 
 
 class VisionDataModule(pl.LightningDataModule, ABC):

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from visionkit.data.datamodules.base import VisionDataModule
+from visionkit.data.datamodules.base import VisionDataModule, holdout_split
 from visionkit.data.datasets.image_folder import LAYOUT, ImageFolder, UnlabelledImages, scan_image_folder
 from visionkit.data.errors import DatasetNotFoundError
 
@@ -47,8 +45,6 @@ class ImageFolderDataModule(VisionDataModule):
         super().__init__(**kwargs)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
-        if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(f"val_fraction + test_fraction must be in [0, 1), got {val_fraction} + {test_fraction}")
         self.root, self.in_channels = Path(root), channels
         self.split_roots = {s: self.root / s for s in ("train", "val", "test") if (self.root / s).is_dir()}
         if "train" in self.split_roots:
@@ -60,13 +56,8 @@ class ImageFolderDataModule(VisionDataModule):
             self.split_indices = None
         else:
             self.classes, items = scan_image_folder(self.root)
-            order = np.random.default_rng(self.seed).permutation(len(items))
-            n_val, n_test = round(val_fraction * len(items)), round(test_fraction * len(items))
-            self.split_indices = {
-                "val": order[:n_val],
-                "test": order[n_val : n_val + n_test] if n_test else order[:n_val],
-                "train": order[n_val + n_test :],
-            }
+            what = f"ImageFolder root '{self.root}' holds {len(items)} images"
+            self.split_indices = holdout_split(len(items), val_fraction, test_fraction, self.seed, what)
         self.num_classes = len(self.classes)
         self.predict_root = None if predict_root is None else Path(predict_root)
         self.predict_images = None

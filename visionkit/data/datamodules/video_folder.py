@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from visionkit.data.datamodules.base import holdout_split
 from visionkit.data.datamodules.video_base import VideoDataModule
 from visionkit.data.datasets.video_folder import VIDEO_LAYOUT, VideoFolder
 from visionkit.data.errors import DatasetNotFoundError
@@ -57,8 +56,6 @@ class VideoFolderDataModule(VideoDataModule):
         super().__init__(**kwargs)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
-        if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(f"val_fraction + test_fraction must be in [0, 1), got {val_fraction} + {test_fraction}")
         self.root, self.in_channels, self.augment = Path(root), channels, augment
         clip_args: dict[str, Any] = {
             "num_frames": num_frames, "fps": fps, "clip_mode": clip_mode, "clip_stride": clip_stride,
@@ -77,18 +74,9 @@ class VideoFolderDataModule(VideoDataModule):
             self.splits.setdefault("test", self.splits["val"])
         else:
             videos = VideoFolder(self.root, **clip_args)
-            order = np.random.default_rng(self.seed).permutation(len(videos.items))
-            n_val, n_test = round(val_fraction * len(order)), round(test_fraction * len(order))
-            if n_val + n_test >= len(order):
-                raise ValueError(
-                    f"VideoFolder root '{self.root}' holds {len(order)} videos: too few to hold out "
-                    f"val_fraction={val_fraction} + test_fraction={test_fraction} and keep training videos"
-                )
-            self.splits = {
-                "train": videos.subset(order[n_val + n_test :], augment=augment),
-                "val": videos.subset(order[:n_val]),
-                "test": videos.subset(order[n_val : n_val + n_test] if n_test else order[:n_val]),
-            }
+            what = f"VideoFolder root '{self.root}' holds {len(videos.items)} videos"
+            split = holdout_split(len(videos.items), val_fraction, test_fraction, self.seed, what)
+            self.splits = {name: videos.subset(idx, augment=augment and name == "train") for name, idx in split.items()}
         self.classes = self.splits["train"].classes
         self.num_classes = len(self.classes)
 

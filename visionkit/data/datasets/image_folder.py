@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 
 from visionkit.data.datasets.base import VisionDataset
+from visionkit.data.datasets.class_folders import scan_class_folders
 from visionkit.data.datasets.decode import read_image
 from visionkit.data.errors import DatasetNotFoundError
 
@@ -47,25 +47,8 @@ def scan_image_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, int
     Raises:
         DatasetNotFoundError: ``root`` is missing, has no class folders, or holds no images.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetNotFoundError("ImageFolder", root, LAYOUT)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DatasetNotFoundError("ImageFolder", root, LAYOUT, "has no class sub-folders")
-    items: list[tuple[Path, int]] = []
-    for c, name in enumerate(classes):
-        files = list_images(root / name)
-        if not files:
-            warnings.warn(
-                f"ImageFolder class folder '{root / name}' holds no images (extensions {IMAGE_EXTENSIONS}); "
-                f"it stays class {c} so that label indices stay stable, but has no samples",
-                stacklevel=2,
-            )
-        items += [(p, c) for p in files]
-    if not items:
-        raise DatasetNotFoundError("ImageFolder", root, LAYOUT, f"holds no images with extensions {IMAGE_EXTENSIONS}")
-    return classes, items
+    what = f"images (extensions {IMAGE_EXTENSIONS})"
+    return scan_class_folders(root, "ImageFolder", LAYOUT, list_images, what)
 
 
 class ImageFolder(VisionDataset):

@@ -5,7 +5,6 @@ extracted frames (``root/<class>/<video_id>/img_00001.jpg``, ...)."""
 from __future__ import annotations
 
 import copy
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor
 
 from visionkit.data.clips import ClipSampler
+from visionkit.data.datasets.class_folders import scan_class_folders
 from visionkit.data.datasets.decode import LUMA
 from visionkit.data.datasets.video_base import VideoDataset, sample_generator
 from visionkit.data.datasets.video_sources import VIDEO_EXTENSIONS, FrameFolder, VideoSource, open_video
@@ -41,29 +41,18 @@ def scan_video_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, int
     Raises:
         DatasetNotFoundError: ``root`` is missing, has no class folders, or holds no videos.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetNotFoundError("VideoFolder", root, VIDEO_LAYOUT, "is not a folder" if root.exists() else "does not exist")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DatasetNotFoundError("VideoFolder", root, VIDEO_LAYOUT, "has no class sub-folders")
-    items: list[tuple[Path, int]] = []
-    for c, name in enumerate(classes):
-        videos = [
-            p
-            for p in sorted((root / name).iterdir())
-            if not p.name.startswith(".") and (p.is_dir() or (p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS))
-        ]
-        if not videos:
-            warnings.warn(
-                f"VideoFolder class folder '{root / name}' holds no videos (extensions {VIDEO_EXTENSIONS} or frame "
-                f"folders); it stays class {c} so that label indices stay stable, but has no samples",
-                stacklevel=2,
-            )
-        items += [(p, c) for p in videos]
-    if not items:
-        raise DatasetNotFoundError("VideoFolder", root, VIDEO_LAYOUT, f"holds no videos ({VIDEO_EXTENSIONS} or frame folders)")
-    return classes, items
+    what = f"videos ({', '.join(VIDEO_EXTENSIONS)} files or frame folders)"
+    return scan_class_folders(root, "VideoFolder", VIDEO_LAYOUT, list_videos, what)
+
+
+def list_videos(folder: Path) -> list[Path]:
+    """Videos of a class folder (sorted): files with an extension in :data:`VIDEO_EXTENSIONS` and
+    sub-folders (frame folders); hidden entries are skipped."""
+    return [
+        p
+        for p in sorted(folder.iterdir())
+        if not p.name.startswith(".") and (p.is_dir() or (p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS))
+    ]
 
 
 class VideoFolder(VideoDataset):
