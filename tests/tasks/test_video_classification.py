@@ -108,3 +108,20 @@ def test_moving_digits_config_reaches_90_percent() -> None:
     assert sorted(accuracy) == [0, 1, 2]
     assert accuracy[2] >= 0.90, accuracy
     assert list((run / "images" / "val").glob("*predictions.png"))
+
+
+@pytest.mark.slow  # two processes: about 50 s on 2 CPU cores
+def test_ddp_two_processes_train_on_disjoint_epoch_tagged_shards(tmp_path: Path) -> None:
+    """Under DDP the (index, epoch)-tagged sampler is a DistributedSampler: Lightning keeps it, each rank
+    sees half of the clips, and validation metrics are logged once per epoch."""
+    out = subprocess.run(
+        [sys.executable, "-m", "visionkit", "fit", "--config", TINY_VIDEO, "--trainer.strategy", "ddp",
+         "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "logs")
+    rows = read_metrics(run)
+    assert sorted(epoch_values(rows, "val_acc")) == [0, 1]
+    # 48 clips / 2 ranks / batch 8 = 3 steps per epoch, 2 epochs
+    assert max(int(r["step"]) for r in rows) == 5
