@@ -63,6 +63,25 @@ class VideoReadError(VisionkitError, OSError):
         super().__init__(f"unreadable video '{path}': {first}")
 
 
+class FeatureReadError(VideoReadError):
+    """A feature file that cannot be read or does not hold a finite numeric ``(T, D)`` array, in one line.
+
+    A :class:`VideoReadError`, so handlers of unreadable videos catch it too.
+
+    Args:
+        path: the feature file.
+        err: the loader's exception, or a sentence saying what is wrong and what was expected.
+    """
+
+    def __init__(self, path: str | Path, err: Exception | str) -> None:
+        super().__init__(path, err)
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        self.args = (f"unreadable feature file '{path}': {first}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class AnnotationError(VisionkitError, ValueError):
     """A temporal annotation file (ActivityNet-style JSON) that is malformed, in one line.
 

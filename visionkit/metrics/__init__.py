@@ -6,11 +6,8 @@ from visionkit.metrics.temporal import (
     THUMOS_TIOU,
     TemporalActionMAP,
     average_precision_at_tiou,
-    batched_nms_1d,
-    nms_1d,
-    soft_nms_1d,
-    temporal_iou,
 )
+from visionkit.metrics.temporal_nms import batched_nms_1d, nms_1d, soft_nms_1d, temporal_iou
 
 __all__ = [
     "ACTIVITYNET_TIOU",

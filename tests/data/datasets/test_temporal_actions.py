@@ -15,13 +15,11 @@ from tests.data.video_files import LEVELS, frame_index, moving_frames, write_fra
 from tests.helpers import error_of
 from visionkit.data.datasets.tal_annotations import VideoAnnotation, read_activitynet_json
 from visionkit.data.datasets.temporal_actions import (
-    FeatureReadError,
     TemporalActionFeatures,
     TemporalActionVideos,
-    read_features,
     window_starts,
 )
-from visionkit.data.errors import DatasetNotFoundError, VideoReadError
+from visionkit.data.errors import DatasetNotFoundError, FeatureReadError, VideoReadError
 
 #: Segment times below are exact binary fractions; 1e-5 s absorbs float32 rounding only.
 ATOL = 1e-5
@@ -271,20 +269,6 @@ def test_feature_file_problems_are_one_line(thumos, tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="feature_fps must be positive"):
         TemporalActionFeatures(ann, classes, root, feature_fps=0.0, subset="validation")
-
-
-def test_nan_features_fail_when_read_and_legacy_pt_loads(tmp_path: Path) -> None:
-    bad = ramp_features(4)
-    bad[2, 1] = np.nan
-    path = write_features(tmp_path, "v", bad)
-    with pytest.raises(FeatureReadError, match="time step 2"):
-        read_features(path)
-    legacy = tmp_path / "legacy.pt"
-    torch.save(torch.arange(6.0).reshape(3, 2).double(), legacy, _use_new_zipfile_serialization=False)
-    features = read_features(legacy)
-    assert features.dtype == torch.float32 and features.tolist() == [[0, 1], [2, 3], [4, 5]]
-    ints = write_features(tmp_path, "ints", np.arange(6, dtype=np.int16).reshape(3, 2))
-    assert read_features(ints).dtype == torch.float32
 
 
 def test_feature_plot_is_a_figure(thumos, tmp_path: Path) -> None:

@@ -11,12 +11,11 @@ import torch
 from visionkit.data.clips import CLIP_MODES, ClipMode
 from visionkit.data.collate import collate_samples
 from visionkit.data.datamodules.video_base import VideoDataModule
+from visionkit.data.datasets.snippet_features import feature_shape, find_feature_files
 from visionkit.data.datasets.tal_annotations import read_activitynet_json, subset_annotations
 from visionkit.data.datasets.temporal_actions import (
     TemporalActionFeatures,
     TemporalActionVideos,
-    feature_shape,
-    find_feature_files,
     find_video_files,
 )
 from visionkit.data.errors import AnnotationError

@@ -13,89 +13,47 @@ Segments are those of :class:`~visionkit.data.datasets.tal_annotations.VideoAnno
 sample's time span ``[clip_start, clip_start + duration)`` and shifted to start at 0
 (:func:`~visionkit.data.clips.crop_segments`); segments outside the span are dropped, so ``K`` may be 0.
 
-Feature files: ``<features_root>/<video_id>.npy`` (a NumPy array) or ``.pt`` (a tensor saved with
-``torch.save``, read with ``torch.load(weights_only=True)``), shaped ``(T, D)``: time steps first. Feature
-step ``t`` stands for the time ``feature_offset + t / feature_fps`` seconds, usually the centre of the frames
-it summarises. Example, ActionFormer's THUMOS14 I3D features: 30 fps video, a 16-frame window every 4 frames,
-so ``feature_fps = 30 / 4 = 7.5`` and ``feature_offset = (16 / 2) / 30 = 8 / 30`` s.
+Feature files (``<features_root>/<video_id>.npy`` or ``.pt``, ``(T, D)``, step ``t`` at
+``feature_offset + t / feature_fps`` seconds) are found and read by
+:mod:`visionkit.data.datasets.snippet_features`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from visionkit.data.clips import ClipMode, ClipSampler, crop_segments
 from visionkit.data.datasets.decode import LUMA
+from visionkit.data.datasets.snippet_features import (
+    FEATURE_LAYOUT,
+    _listing,
+    feature_shape,
+    find_feature_files,
+    read_features,
+)
 from visionkit.data.datasets.tal_annotations import VideoAnnotation, subset_annotations
 from visionkit.data.datasets.video_base import VideoDataset, sample_generator
 from visionkit.data.datasets.video_sources import VIDEO_EXTENSIONS, open_video
-from visionkit.data.errors import DatasetNotFoundError, VideoReadError
+from visionkit.data.errors import DatasetNotFoundError, FeatureReadError
 from visionkit.data.samplers import split_key
 from visionkit.data.transforms import ClipAugment, resize_frames
 
 __all__ = [
-    "FEATURE_EXTENSIONS",
-    "FEATURE_LAYOUT",
     "VIDEO_LAYOUT",
-    "FeatureReadError",
     "TemporalActionFeatures",
     "TemporalActionVideos",
-    "find_feature_files",
     "find_video_files",
-    "read_features",
     "window_starts",
 ]
 
-#: Feature file extensions, in order of preference when a video has both.
-FEATURE_EXTENSIONS = (".npy", ".pt")
 VIDEO_LAYOUT = (
     f"<video_root>/<video_id>{{{','.join(VIDEO_EXTENSIONS)}}} or a frames folder <video_root>/<video_id>/"
 )
-FEATURE_LAYOUT = "<features_root>/<video_id>.npy or .pt holding a (T, D) array (time steps first)"
-
-
-class FeatureReadError(VideoReadError):
-    """A feature file that cannot be read or does not hold a finite numeric ``(T, D)`` array, in one line.
-
-    A :class:`~visionkit.data.errors.VideoReadError`, so handlers of unreadable videos catch it too.
-
-    Args:
-        path: the feature file.
-        err: the loader's exception, or a sentence saying what is wrong and what was expected.
-    """
-
-    def __init__(self, path: str | Path, err: Exception | str) -> None:
-        super().__init__(path, err)
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        self.args = (f"unreadable feature file '{path}': {first}",)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def _listing(root: Path, name: str, layout: str) -> tuple[dict[str, list[Path]], set[str]]:
-    """``({stem: [files]}, {folder names})`` of ``root`` (one directory listing)."""
-    if not root.is_dir():
-        raise DatasetNotFoundError(
-            name, root, layout, "is not a folder" if root.exists() else "does not exist"
-        )
-    files: dict[str, list[Path]] = {}
-    folders: set[str] = set()
-    with os.scandir(root) as entries:
-        for entry in entries:
-            if entry.is_dir():
-                folders.add(entry.name)
-            else:
-                path = Path(entry.path)
-                files.setdefault(path.stem, []).append(path)
-    return files, folders
 
 
 def find_video_files(
@@ -123,102 +81,6 @@ def find_video_files(
             )
         found[video_id] = path
     return found
-
-
-def find_feature_files(
-    root: str | Path, video_ids: list[str], name: str = "TemporalActionFeatures"
-) -> dict[str, Path]:
-    """The feature file ``<id>.npy`` (preferred) or ``<id>.pt`` of each id under ``root``.
-
-    Raises:
-        DatasetNotFoundError: ``root`` is missing, or an id has no feature file (naming the id and the
-            paths tried).
-    """
-    root = Path(root)
-    files, _ = _listing(root, name, FEATURE_LAYOUT)
-    found: dict[str, Path] = {}
-    for video_id in video_ids:
-        by_ext = {p.suffix: p for p in files.get(video_id, [])}
-        path = next((by_ext[e] for e in FEATURE_EXTENSIONS if e in by_ext), None)
-        if path is None:
-            tried = " or ".join(str(root / f"{video_id}{e}") for e in FEATURE_EXTENSIONS)
-            raise DatasetNotFoundError(
-                name, root, FEATURE_LAYOUT, f"has no features for video id '{video_id}' (tried {tried})"
-            )
-        found[video_id] = path
-    return found
-
-
-def _load_array(path: Path, mmap: bool) -> np.ndarray | Tensor:
-    """The array stored in ``path`` (memory-mapped when ``mmap``: its shape is then read without the data)."""
-    try:
-        if path.suffix == ".npy":
-            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        try:
-            value = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-        except RuntimeError:
-            if not mmap:
-                raise
-            value = torch.load(path, map_location="cpu", weights_only=True)  # legacy format: no mmap
-    except Exception as err:  # noqa: BLE001 - loaders raise many types; all mean "unreadable"
-        raise FeatureReadError(path, err) from err
-    if not isinstance(value, Tensor):
-        raise FeatureReadError(
-            path, f"holds a {type(value).__name__}; expected a (T, D) tensor saved with torch.save"
-        )
-    return value
-
-
-def _check_array(path: Path, array: np.ndarray | Tensor) -> tuple[int, int]:
-    """``(T, D)`` of a feature array, checked to be a 2-D non-empty real numeric array."""
-    shape = tuple(array.shape)
-    if len(shape) != 2:
-        raise FeatureReadError(
-            path,
-            f"holds an array of shape {shape}; expected (T, D): time steps first, then feature dimensions",
-        )
-    if shape[0] == 0 or shape[1] == 0:
-        raise FeatureReadError(path, f"holds an empty array of shape {shape}; expected (T, D) with T, D >= 1")
-    dtype = array.dtype
-    numeric = (
-        dtype.is_floating_point or (not dtype.is_complex and dtype != torch.bool)
-        if isinstance(array, Tensor)
-        else np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
-    )
-    if not numeric:
-        raise FeatureReadError(path, f"holds {dtype} values; expected real numbers (float or integer)")
-    return int(shape[0]), int(shape[1])
-
-
-def feature_shape(path: str | Path) -> tuple[int, int]:
-    """``(T, D)`` of a feature file, read without loading its values where the format allows (memory map).
-
-    Raises:
-        FeatureReadError: unreadable file, not a tensor (``.pt``), not 2-D, empty, or not numeric.
-    """
-    path = Path(path)
-    return _check_array(path, _load_array(path, mmap=True))
-
-
-def read_features(path: str | Path) -> Tensor:
-    """The float32 ``(T, D)`` features of a ``.npy`` or ``.pt`` file.
-
-    Raises:
-        FeatureReadError: unreadable file, not a tensor (``.pt``), not 2-D, empty, not numeric, or NaN/Inf
-            values.
-    """
-    path = Path(path)
-    array = _load_array(path, mmap=False)
-    _check_array(path, array)
-    features = torch.as_tensor(
-        np.asarray(array, dtype=np.float32) if isinstance(array, np.ndarray) else array.float()
-    )
-    if not torch.isfinite(features).all():
-        bad = int((~torch.isfinite(features)).any(1).nonzero()[0, 0])
-        raise FeatureReadError(
-            path, f"has NaN or Inf values (first at time step {bad}); expected finite features"
-        )
-    return features.contiguous()
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -394,8 +256,8 @@ class TemporalActionFeatures(_TemporalActionBase):
     """Per-snippet feature sequences of annotated videos for temporal action localization.
 
     Each annotated video of ``subset`` has ``<features_root>/<video_id>.npy`` or ``.pt`` holding float
-    ``(T, D)`` features (see the module docstring for the time of each step). Every file is found and its
-    shape checked at construction (memory-mapped: the values are read per item).
+    ``(T, D)`` features (see :mod:`visionkit.data.datasets.snippet_features` for the time of each step).
+    Every file is found and its shape checked at construction (memory-mapped: the values are read per item).
 
     Items: ``features`` float32 ``(L, D)`` (this key replaces ``video``), ``segments`` float32 ``(K, 2)``
     seconds from the item's first step (cropped to the item's span), ``segment_labels`` int64 ``(K,)``,
