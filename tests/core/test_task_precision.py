@@ -8,7 +8,11 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from visionkit.data.datamodules import MovingDigitsDataModule, SyntheticCaptionsDataModule, SyntheticShapesDataModule
+from visionkit.data.datamodules import (
+    MovingDigitsDataModule,
+    SyntheticCaptionsDataModule,
+    SyntheticShapesDataModule,
+)
 from visionkit.methods.layer_masking import LayerMaskingTask
 from visionkit.methods.unipt import UniPTRetrievalTask, UniPTTask
 from visionkit.tasks import ClassificationTask, RetrievalBase, RetrievalTask, VideoClassificationTask
