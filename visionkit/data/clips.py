@@ -29,6 +29,13 @@ def source_indices(num_frames: int, fps: float, times: Tensor) -> Tensor:
     return torch.floor(times.double() * fps + 1e-6).long().clamp(0, num_frames - 1)
 
 
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Starts of the sliding windows of ``window`` steps, ``stride`` apart, over ``length`` steps: the last
+    window is aligned to the end so the tail is covered; one window at 0 when ``length <= window``."""
+    count = max(1, math.ceil((length - window) / stride) + 1)
+    return [min(i * stride, max(length - window, 0)) for i in range(count)]
+
+
 class ClipSampler:
     """Chooses the frames of each clip of a video.
 
@@ -60,12 +67,19 @@ class ClipSampler:
         """Frame rate of the clips cut from a video at ``source_fps``."""
         return source_fps if self.fps is None else self.fps
 
+    def clip_rate(self, num_frames: int, source_fps: float) -> float:
+        """Frames per second of the clips of a ``num_frames``-frame video at ``source_fps``: ``fps`` (or the
+        source rate), and for ``"uniform"`` clips ``T`` frames over the video's duration."""
+        if self.mode == "uniform":
+            return self.num_frames * source_fps / num_frames
+        return self.clip_fps(source_fps)
+
     def num_clips(self, num_frames: int, source_fps: float) -> int:
         """Clips of a ``num_frames``-frame video at ``source_fps``: 1, or the number of sliding windows."""
         if self.mode != "sliding":
             return 1
         length = resampled_length(num_frames, source_fps, self.clip_fps(source_fps))
-        return max(1, math.ceil((length - self.num_frames) / self.stride) + 1)
+        return len(window_starts(length, self.num_frames, self.stride))
 
     def frames(
         self, num_frames: int, source_fps: float, clip: int = 0, generator: torch.Generator | None = None
@@ -78,9 +92,10 @@ class ClipSampler:
         length = resampled_length(num_frames, source_fps, fps)
         last_start = max(length - self.num_frames, 0)
         if self.mode == "sliding":
-            if not 0 <= clip < self.num_clips(num_frames, source_fps):
+            starts = window_starts(length, self.num_frames, self.stride)
+            if not 0 <= clip < len(starts):
                 raise IndexError(f"clip {clip} out of range for a video of {num_frames} frames")
-            start = min(clip * self.stride, last_start)
+            start = starts[clip]
         elif generator is None:
             start = last_start // 2
         else:

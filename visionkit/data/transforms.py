@@ -8,6 +8,34 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
+from visionkit.errors import ConfigValueError
+
+#: ITU-R 601-2 luma weights (RGB -> grey), as Pillow's ``convert("L")``.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def to_grey(video: Tensor) -> Tensor:
+    """``(T, 3, H, W)`` RGB frames -> ``(T, 1, H, W)`` grey by the ITU-R 601-2 luma weights."""
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=video.dtype, device=video.device).view(1, 3, 1, 1)
+    return (video * weights).sum(1, keepdim=True).clamp(0, 1)
+
+
+def prepare_frames(
+    video: Tensor, channels: int, size: int, augment: ClipAugment | None = None, generator: torch.Generator | None = None
+) -> Tensor:
+    """Decoded ``(T, 3, H, W)`` frames -> ``(T, channels, size, size)``: grey when ``channels`` is 1, then
+    ``augment`` (one crop and flip for the clip) when given with a ``generator`` (training), else a resize."""
+    video = to_grey(video) if channels == 1 else video
+    if augment is not None and generator is not None:
+        return augment(video, generator)
+    return resize_frames(video, size)
+
+
+def check_channels(channels: int) -> None:
+    """Raise :class:`~visionkit.errors.ConfigValueError` unless ``channels`` is 1 (grey) or 3 (RGB)."""
+    if channels not in (1, 3):
+        raise ConfigValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+
 
 def resize_frames(video: Tensor, size: int) -> Tensor:
     """Resize (squash) ``(T, C, H, W)`` frames to ``(T, C, size, size)`` (bilinear, antialiased, in float)."""

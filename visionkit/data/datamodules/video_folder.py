@@ -9,6 +9,7 @@ from visionkit.data.datamodules.base import holdout_split
 from visionkit.data.datamodules.video_base import VideoDataModule
 from visionkit.data.datasets.video_folder import VIDEO_LAYOUT, VideoFolder
 from visionkit.data.errors import DatasetNotFoundError
+from visionkit.data.transforms import check_channels
 
 
 class VideoFolderDataModule(VideoDataModule):
@@ -54,8 +55,7 @@ class VideoFolderDataModule(VideoDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        check_channels(channels)
         self.root, self.in_channels, self.augment = Path(root), channels, augment
         clip_args: dict[str, Any] = {
             "num_frames": num_frames, "fps": fps, "clip_mode": clip_mode, "clip_stride": clip_stride,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,7 +30,8 @@ def sample_generator(seed: int, index: int, epoch: int | None) -> torch.Generato
     ``None`` when ``epoch`` is ``None`` (evaluation: no randomness)."""
     if epoch is None:
         return None
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + index)
+    state = np.random.SeedSequence([seed % 2**63, epoch, index]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) % 2**63)
 
 
 class VideoDataset(VisionDataset):

@@ -10,16 +10,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from visionkit.data.clips import ClipSampler
 from visionkit.data.datasets.class_folders import scan_class_folders
-from visionkit.data.datasets.decode import LUMA
 from visionkit.data.datasets.video_base import VideoDataset, sample_generator
 from visionkit.data.datasets.video_sources import VIDEO_EXTENSIONS, FrameFolder, VideoSource, open_video
 from visionkit.data.errors import DatasetNotFoundError
 from visionkit.data.samplers import split_key
-from visionkit.data.transforms import ClipAugment, resize_frames
+from visionkit.data.transforms import ClipAugment, check_channels, prepare_frames
 
 __all__ = ["VIDEO_LAYOUT", "VideoFolder", "scan_video_folder"]
 
@@ -107,8 +105,7 @@ class VideoFolder(VideoDataset):
         indices: list[int] | np.ndarray | None = None,
         classes: list[str] | None = None,
     ) -> None:
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        check_channels(channels)
         if image_size < 1:
             raise ValueError(f"image_size must be a positive integer (pixels), got {image_size}")
         if not frames_fps > 0:
@@ -161,12 +158,9 @@ class VideoFolder(VideoDataset):
         source, (path, label) = self.sources[video], self.items[video]
         generator = sample_generator(self.seed, index, epoch)
         indices, start = self.sampler.frames(source.num_frames, source.fps, clip, generator)
-        frames = self._set_channels(source.read(indices))
-        if self.augment and generator is not None:
-            frames = self.clip_augment(frames, generator)
-        else:
-            frames = resize_frames(frames, self.image_size)
-        fps = self.sampler.num_frames / source.duration if self.sampler.mode == "uniform" else self.sampler.clip_fps(source.fps)
+        augment = self.clip_augment if self.augment else None
+        frames = prepare_frames(source.read(indices), self.in_channels, self.image_size, augment, generator)
+        fps = self.sampler.clip_rate(source.num_frames, source.fps)
         return {
             "video": frames,
             "label": torch.tensor(label, dtype=torch.int64),
@@ -176,9 +170,3 @@ class VideoFolder(VideoDataset):
             "clip_start": float(start),
             "fps": float(fps),
         }
-
-    def _set_channels(self, frames: Tensor) -> Tensor:
-        """``(T, 3, H, W)`` RGB frames with :attr:`in_channels` channels (grey by luma)."""
-        if self.in_channels == 3:
-            return frames
-        return torch.einsum("tchw,c->thw", frames, torch.from_numpy(LUMA)).unsqueeze(1).clamp(0, 1)
