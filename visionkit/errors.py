@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -30,6 +31,13 @@ def check_choice(name: str, value: Any, choices: Sequence[Any], error: type[Exce
     quoted = [f"'{c}'" for c in choices]
     options = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
     raise error(f"{name} must be {options}, got '{value}'")
+
+
+def worker_message(text: str) -> str:
+    """The original message in a DataLoader's re-raise text ("Caught X in DataLoader worker process 0.
+    Original Traceback ...", whose last line is ``module.X: message``): that message, on one line."""
+    last = text.strip().splitlines()[-1] if text.strip() else text
+    return re.sub(r"^[\w.]+: ", "", last, count=1)
 
 
 def one_line(err: BaseException) -> str:

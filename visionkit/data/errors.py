@@ -1,10 +1,14 @@
-"""Data errors with messages that name the input and say what was expected."""
+"""Data errors with messages that name the input and say what was expected.
+
+Each can also be built from one message string: a DataLoader re-raises an error of a worker process as
+``type(err)(text)``, and the error then carries the original one-line message (not the traceback).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from visionkit.errors import VisionkitError
+from visionkit.errors import VisionkitError, worker_message
 
 
 class DatasetNotFoundError(VisionkitError, FileNotFoundError):
@@ -30,7 +34,11 @@ class ImageReadError(VisionkitError, OSError):
         err: the decoder's exception, or a sentence saying what is wrong and what was expected.
     """
 
-    def __init__(self, path: str | Path, err: Exception | str) -> None:
+    def __init__(self, path: str | Path, err: Exception | str | None = None) -> None:
+        if err is None:  # rebuilt by a DataLoader from the message of a worker process
+            self.path = None
+            super().__init__(worker_message(str(path)))
+            return
         self.path = Path(path)
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         super().__init__(f"unreadable image '{path}': {first}")
@@ -44,7 +52,11 @@ class CaptionFileError(VisionkitError, ValueError):
         problem: what is wrong and what was expected (newlines are folded into spaces).
     """
 
-    def __init__(self, path: str | Path, problem: str) -> None:
+    def __init__(self, path: str | Path, problem: str | None = None) -> None:
+        if problem is None:  # rebuilt by a DataLoader from the message of a worker process
+            self.path = None
+            super().__init__(worker_message(str(path)))
+            return
         self.path = Path(path)
         super().__init__(f"caption file '{path}': {' '.join(problem.splitlines())}")
 
@@ -57,7 +69,11 @@ class VideoReadError(VisionkitError, OSError):
         err: the decoder's exception, or a sentence saying what is wrong and what was expected.
     """
 
-    def __init__(self, path: str | Path, err: Exception | str) -> None:
+    def __init__(self, path: str | Path, err: Exception | str | None = None) -> None:
+        if err is None:  # rebuilt by a DataLoader from the message of a worker process
+            self.path = None
+            super().__init__(worker_message(str(path)))
+            return
         self.path = Path(path)
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         super().__init__(f"unreadable video '{path}': {first}")
@@ -73,8 +89,10 @@ class FeatureReadError(VideoReadError):
         err: the loader's exception, or a sentence saying what is wrong and what was expected.
     """
 
-    def __init__(self, path: str | Path, err: Exception | str) -> None:
+    def __init__(self, path: str | Path, err: Exception | str | None = None) -> None:
         super().__init__(path, err)
+        if err is None:
+            return
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         self.args = (f"unreadable feature file '{path}': {first}",)
 
@@ -90,7 +108,11 @@ class AnnotationError(VisionkitError, ValueError):
         problem: what is wrong, naming the video id and annotation index, and what was expected.
     """
 
-    def __init__(self, path: str | Path, problem: str) -> None:
+    def __init__(self, path: str | Path, problem: str | None = None) -> None:
+        if problem is None:  # rebuilt by a DataLoader from the message of a worker process
+            self.path = None
+            super().__init__(worker_message(str(path)))
+            return
         self.path = Path(path)
         super().__init__(f"annotation file '{path}': {' '.join(problem.splitlines())}")
 
