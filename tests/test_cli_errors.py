@@ -209,11 +209,11 @@ def test_corrupt_and_empty_video_files_are_one_line_naming_the_file(capsys: pyte
     root = _video_tree(tmp_path / "clips")
     (root / "a" / "broken.mp4").write_bytes(os.urandom(2048))
     args = _fit_video(f"data:\n  class_path: VideoFolderDataModule\n  init_args:\n    root: {root}\n    num_frames: 4\n", tmp_path)
-    line = cli_error_line(capsys, args)
+    line = _one_line_error(capsys, args)
     assert "broken.mp4" in line
     (root / "a" / "broken.mp4").unlink()
     (root / "b" / "empty.mp4").write_bytes(b"")
-    line = cli_error_line(capsys, args)
+    line = _one_line_error(capsys, args)
     assert "empty.mp4" in line
     assert not run_dirs(), "a run that failed on its data must leave no run folder"
 
@@ -222,7 +222,7 @@ def test_frames_folder_with_a_gap_is_one_line_naming_the_missing_frame(capsys: p
     root = _video_tree(tmp_path / "clips")
     (root / "b" / "b1" / "img_00004.jpg").unlink()
     args = _fit_video(f"data:\n  class_path: VideoFolderDataModule\n  init_args:\n    root: {root}\n    num_frames: 4\n", tmp_path)
-    line = cli_error_line(capsys, args)
+    line = _one_line_error(capsys, args)
     assert "b1" in line and "img_00004.jpg" in line
     assert not run_dirs()
 
@@ -241,7 +241,7 @@ def test_bad_temporal_annotations_are_one_line_naming_the_video(
         "data:\n  class_path: TemporalActionDataModule\n  init_args:\n"
         f"    annotation_file: {annotations}\n    video_root: {tmp_path / 'videos'}\n    num_frames: 4\n", tmp_path
     )
-    line = cli_error_line(capsys, args)
+    line = _one_line_error(capsys, args)
     for word in expected:
         assert word in line, line
     assert not run_dirs()

@@ -71,12 +71,18 @@ def test_bad_input_fails_in_the_constructor(root: Path, tmp_path: Path) -> None:
 
 
 def test_train_batches_match_across_worker_counts(root: Path) -> None:
-    batches = []
+    batches, later = [], []
     for workers in (0, 2):
         dm = VideoFolderDataModule(
             str(root), num_frames=4, frames_fps=10, augment=True, batch_size=4, num_workers=workers, image_size=8, seed=3
         )
-        batches.append(next(iter(dm.train_dataloader())))
+        loader = dm.train_dataloader()
+        batches.append(next(iter(loader)))
+        loader.sampler.set_epoch(1)
+        later.append(next(iter(loader)))
+    assert torch.equal(later[0]["video"], later[1]["video"]) and torch.equal(later[0]["index"], later[1]["index"])
+    j = int(later[0]["index"][0])
+    assert not torch.equal(later[0]["video"][0], dm.dataset("train")[(j, 0)]["video"]), "epoch 1 draws new clips"
     first, second = batches
     assert first["video"].shape == (4, 4, 3, 8, 8) and first["label"].dtype == torch.int64
     assert torch.equal(first["index"], second["index"]) and torch.equal(first["video"], second["video"])
