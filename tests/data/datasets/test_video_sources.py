@@ -170,3 +170,17 @@ def test_open_video_checks_fps(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="must be positive"):
         open_video(folder, fps=0)
     assert open_video(str(video)).path == video
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_resampling_from_ntsc_rate_reads_the_frame_shown_at_each_time(tmp_path: Path, suffix: str) -> None:
+    """29.97 fps -> 8 fps: clip frame k is the source frame shown at k / 8 s, i.e. floor(k / 8 * 30000 / 1001)."""
+    ntsc = 30000 / 1001
+    source = open_video(write_video(tmp_path / f"ntsc{suffix}", moving_frames(30, 16), ntsc))
+    assert source.fps == pytest.approx(ntsc, rel=1e-6) and source.num_frames == 30
+    sampler = ClipSampler(num_frames=6, fps=8, mode="sliding")
+    indices, start = sampler.frames(source.num_frames, source.fps, clip=0)
+    expected = [int(k / 8 * ntsc) for k in range(6)]
+    assert indices.tolist() == expected == [0, 3, 7, 11, 14, 18] and start == 0.0
+    decoded = source.read(indices)
+    assert [frame_index(frame.permute(1, 2, 0).numpy() * 255) for frame in decoded] == expected
