@@ -1,6 +1,7 @@
 """``TemporalActionDataModule``: splits from the file's subsets, ``num_classes``/``in_channels`` set in the
-constructor, one-line errors there (roots, subsets, missing files), ragged segments batched as lists,
-features zero-padded with a mask, and the same batches with and without worker processes."""
+constructor, one-line errors there (roots, subsets, missing files, bad clip or feature arguments), segments
+past the duration clipped on request, ragged segments batched as lists, features zero-padded with a mask,
+and the same batches with and without worker processes."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import REPO
 from tests.data.tal_files import ramp_features, thumos_database, write_activitynet_json, write_features
 from tests.data.video_files import moving_frames, write_frame_folder, write_video
-from tests.helpers import error_of
+from tests.helpers import cli_error_line, error_of, run_dirs
 from visionkit.data.datamodules.temporal_actions import TemporalActionDataModule, collate_temporal_actions
 from visionkit.data.datasets.temporal_actions import TemporalActionFeatures, TemporalActionVideos
 from visionkit.data.errors import AnnotationError, DatasetNotFoundError
+from visionkit.errors import ConfigValueError
 
 
 @pytest.fixture
@@ -81,7 +84,8 @@ def test_feature_windows_stack_without_padding(annotation_file: Path, features_r
     assert len(dm.dataset("train")) == 5
     batch = next(iter(dm.val_dataloader()))  # test_a: 12 steps -> windows at 0, 4
     assert batch["features"].shape == (2, 8, 3) and bool(batch["feature_mask"].all())
-    assert batch["clip_start"].tolist() == [0.25, 2.25]
+    # steps [s, s + 8) span [0.25 + (s - 0.5) / 2, ...) s = [s / 2, ...) s: the half-step offset cancels
+    assert batch["clip_start"].tolist() == [0.0, 2.0] and batch["step_offset"].tolist() == [0.25, 0.25]
 
 
 def test_video_batches_and_eval_is_deterministic(annotation_file: Path, video_root: Path) -> None:
@@ -180,6 +184,72 @@ def test_constructor_errors_are_one_line(
         _thumos(tmp_path / "bad.json", video_root=str(video_root))
     with pytest.raises(ValueError, match="clip_mode must be"):
         _thumos(annotation_file, video_root=str(video_root), clip_mode="dense")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "needle"),
+    [
+        ({"clip_stride": 0}, ValueError, "clip stride must be a positive integer (frames), got 0"),
+        ({"num_frames": 0}, ValueError, "num_frames must be a positive integer, got 0"),
+        ({"clip_mode": "dense"}, ValueError, "clip_mode must be 'uniform', 'random' or 'sliding', got 'dense'"),
+        ({"fps": -2.0}, ValueError, "fps must be positive"),
+        ({"frames_fps": 0.0}, ValueError, "frames_fps must be positive"),
+        ({"channels": 4}, ConfigValueError, "channels must be 1 (grey) or 3 (RGB), got 4"),
+    ],
+)
+def test_bad_clip_arguments_fail_in_the_constructor(
+    annotation_file: Path, video_root: Path, kwargs: dict, error: type[Exception], needle: str
+) -> None:
+    with pytest.raises(error) as exc:
+        _thumos(annotation_file, video_root=str(video_root), **kwargs)
+    assert needle in error_of(exc)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"window": 0}, "window must be a positive number of feature steps, got 0"),
+        ({"window": 4, "window_stride": 0}, "window_stride must be a positive number of feature steps"),
+        ({"window_stride": 4}, "with a window, got 4 (window None)"),
+        ({"feature_fps": 0.0}, "feature_fps must be positive"),
+        ({"feature_offset": float("inf")}, "feature_offset must be a finite number of seconds"),
+    ],
+)
+def test_bad_feature_arguments_fail_in_the_constructor(
+    annotation_file: Path, features_root: Path, kwargs: dict, needle: str
+) -> None:
+    with pytest.raises(ValueError) as exc:
+        _thumos(annotation_file, features_root=str(features_root), **{"feature_fps": 2.0, **kwargs})
+    assert needle in error_of(exc)
+
+
+def test_bad_clip_argument_is_one_cli_line(
+    capsys: pytest.CaptureFixture, tmp_path: Path, annotation_file: Path, video_root: Path
+) -> None:
+    config = tmp_path / "data.yaml"
+    config.write_text(
+        "data:\n  class_path: TemporalActionDataModule\n  init_args:\n"
+        f"    annotation_file: {annotation_file}\n    video_root: {video_root}\n"
+        "    train_subset: validation\n    val_subset: test\n    num_frames: 4\n    clip_stride: 0\n"
+    )
+    line = cli_error_line(
+        capsys,
+        ["fit", "--config", str(REPO / "tests" / "conf" / "video.yaml"), "--config", str(config),
+         "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"],
+    )
+    assert "clip stride must be a positive integer (frames), got 0" in line
+    assert not run_dirs()
+
+
+def test_clip_to_duration_is_threaded_to_the_annotation_reader(tmp_path: Path, features_root: Path) -> None:
+    database = thumos_database()
+    database["val_b"]["annotations"][0]["segment"] = [0.5, 8.75]  # val_b lasts 8 s
+    path = write_activitynet_json(tmp_path / "long.json", database)
+    with pytest.raises(AnnotationError, match="'val_b' annotation 0: segment .* ends past the video's duration"):
+        _thumos(path, features_root=str(features_root), feature_fps=2.0)
+    with pytest.warns(UserWarning, match="'val_b' annotation 0: segment .* clipped to \\[0.5, 8.0\\]"):
+        dm = _thumos(path, features_root=str(features_root), feature_fps=2.0, clip_to_duration=True)
+    assert dm.annotations["val_b"].segments.tolist() == [[0.5, 8.0]]
 
 
 def test_collate_passes_video_samples_through() -> None:

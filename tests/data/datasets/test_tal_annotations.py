@@ -1,5 +1,5 @@
-"""``read_activitynet_json``: subsets, class lists, empty videos, and one-line ``AnnotationError`` for every
-malformed video or segment, naming the video id and the annotation index."""
+"""``read_activitynet_json``: subsets, class lists, empty videos, one-line ``AnnotationError`` for every
+malformed video or segment, naming the video id and the annotation index, and ``clip_to_duration``."""
 
 from __future__ import annotations
 
@@ -71,6 +71,37 @@ def test_end_within_tolerance_is_clipped(tmp_path: Path) -> None:
     )
     videos, _ = read_activitynet_json(path)
     assert videos["v"].segments.tolist() == [[1.0, 5.0]]
+
+
+def test_clip_to_duration_clips_long_ends_with_a_warning(tmp_path: Path) -> None:
+    database = {
+        "v_ok": video_entry(5.0, "training", [(1.0, 2.0, "x")]),
+        "v_long": video_entry(10.0, "training", [(1.0, 2.0, "x"), (8.0, 10.5, "y"), (9.0, 12.0, "x")]),
+    }
+    path = write_activitynet_json(tmp_path / "anet.json", database)
+    with pytest.raises(AnnotationError) as exc:  # off by default
+        read_activitynet_json(path)
+    message = error_of(exc)
+    assert "'v_long' annotation 1" in message and "clip_to_duration=True" in message
+    with pytest.warns(UserWarning) as record:
+        videos, classes = read_activitynet_json(path, clip_to_duration=True)
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2
+    assert "'v_long' annotation 1: segment [8.0, 10.5]" in messages[0] and "clipped to [8.0, 10.0]" in messages[0]
+    assert "'v_long' annotation 2: segment [9.0, 12.0]" in messages[1] and str(path) in messages[1]
+    assert videos["v_long"].segments.tolist() == [[1.0, 2.0], [8.0, 10.0], [9.0, 10.0]]
+    assert videos["v_long"].labels.tolist() == [0, 1, 0] and classes == ["x", "y"]
+    assert videos["v_ok"].segments.tolist() == [[1.0, 2.0]]
+
+
+def test_clip_to_duration_keeps_segments_starting_past_the_end_an_error(tmp_path: Path) -> None:
+    path = write_activitynet_json(
+        tmp_path / "anet.json", {"v_late": video_entry(10.0, "training", [(1.0, 2.0, "x"), (10.0, 11.0, "x")])}
+    )
+    with pytest.raises(AnnotationError) as exc:
+        read_activitynet_json(path, clip_to_duration=True)
+    message = error_of(exc)
+    assert "'v_late' annotation 1" in message and "starts at or after the video's duration 10.0" in message
 
 
 def _segment_case(segment: Any) -> dict[str, Any]:

@@ -16,9 +16,12 @@ from visionkit.data.datasets.tal_annotations import read_activitynet_json, subse
 from visionkit.data.datasets.temporal_actions import (
     TemporalActionFeatures,
     TemporalActionVideos,
+    check_clip_args,
+    check_feature_args,
     find_video_files,
 )
 from visionkit.data.errors import AnnotationError
+from visionkit.data.transforms import check_channels
 from visionkit.errors import check_choice
 
 __all__ = ["TemporalActionDataModule", "collate_temporal_actions"]
@@ -50,8 +53,9 @@ class TemporalActionDataModule(VideoDataModule):
 
     Splits are the file's subsets: ActivityNet ``train_subset="training"``, ``val_subset="validation"``;
     THUMOS14 (ActionFormer's JSON) ``train_subset="validation"``, ``val_subset="test"``. The JSON is read and
-    every video of the used subsets is looked for on disk in ``__init__``, so a bad file, an unknown
-    subset or a missing video fails at once, in one line.
+    every video of the used subsets is looked for on disk in ``__init__``, and the clip or feature arguments
+    are checked there, so a bad file, an unknown subset, a missing video or a bad argument fails at once,
+    in one line (a video file that cannot be opened fails when its split's dataset is built).
 
     Videos: training clips use ``clip_mode``; validation and test clips are deterministic: whole videos
     for ``"uniform"``, sliding windows otherwise (covering every frame). With ``augment``, training clips
@@ -75,10 +79,14 @@ class TemporalActionDataModule(VideoDataModule):
             :class:`~visionkit.data.datasets.temporal_actions.TemporalActionFeatures`); ``feature_fps``
             is required with ``features_root``.
         channels: 3 (RGB) or 1 (grey) frames (videos only).
+        clip_to_duration: clip segments that end past their video's duration, with a warning, instead of
+            failing (see :func:`~visionkit.data.datasets.tal_annotations.read_activitynet_json`).
         **kwargs: ``batch_size``, ``num_workers``, ``image_size``, ``seed`` of :class:`VisionDataModule`.
 
     Raises:
-        ValueError: both or neither of ``video_root``/``features_root``, or a bad clip/feature argument.
+        ValueError: both or neither of ``video_root``/``features_root``, or a bad clip/feature argument
+            (:func:`~visionkit.data.datasets.temporal_actions.check_clip_args`,
+            :func:`~visionkit.data.datasets.temporal_actions.check_feature_args`) or ``channels``.
         AnnotationError: a malformed annotation file, or a used subset with no videos (naming the subsets
             the file has).
         DatasetNotFoundError: a missing root, or a video of a used subset without its file.
@@ -107,6 +115,7 @@ class TemporalActionDataModule(VideoDataModule):
         window: int | None = None,
         window_stride: int | None = None,
         channels: int = 3,
+        clip_to_duration: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -115,13 +124,18 @@ class TemporalActionDataModule(VideoDataModule):
                 "give exactly one of video_root (videos or frames folders) and features_root (feature "
                 f"files), got video_root={video_root!r}, features_root={features_root!r}"
             )
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        check_channels(channels)
         check_choice("clip_mode", clip_mode, CLIP_MODES)
-        if features_root is not None and feature_fps is None:
-            raise ValueError("feature_fps (feature steps per second) is required with features_root")
+        if video_root is not None:
+            check_clip_args(num_frames, fps, clip_mode, clip_stride, frames_fps)
+        else:
+            if feature_fps is None:
+                raise ValueError("feature_fps (feature steps per second) is required with features_root")
+            check_feature_args(feature_fps, feature_offset, window, window_stride)
         self.annotation_file = Path(annotation_file)
-        self.annotations, self.classes = read_activitynet_json(self.annotation_file)
+        self.annotations, self.classes = read_activitynet_json(
+            self.annotation_file, clip_to_duration=clip_to_duration
+        )
         self.num_classes = len(self.classes)
         self.subsets = {
             "train": train_subset,

@@ -2,8 +2,9 @@
 
 A video's features are ``<features_root>/<video_id>.npy`` (a NumPy array) or ``.pt`` (a tensor saved with
 ``torch.save``, read with ``torch.load(weights_only=True)``), shaped ``(T, D)``: time steps first. Feature
-step ``t`` stands for the time ``feature_offset + t / feature_fps`` seconds, usually the centre of the frames
-it summarises. Example, ActionFormer's THUMOS14 I3D features: 30 fps video, a 16-frame window every 4 frames,
+step ``t`` is centred at ``feature_offset + t / feature_fps`` seconds from the video's start (usually the
+centre of the frames it summarises) and stands for the ``1 / feature_fps`` seconds around it (see
+:mod:`visionkit.data.datasets.temporal_actions` for the time span of samples). Example, ActionFormer's THUMOS14 I3D features: 30 fps video, a 16-frame window every 4 frames,
 so ``feature_fps = 30 / 4 = 7.5`` and ``feature_offset = (16 / 2) / 30 = 8 / 30`` s.
 
 Bad files raise :class:`~visionkit.data.errors.FeatureReadError` (one line naming the file).

@@ -19,7 +19,10 @@ for a segment, its annotation index):
 * ``segment`` is a pair of finite numbers ``[start, end]`` with ``0 <= start < end``: zero-length segments
   are errors (they cover no frame; a converter that emits them has a bug worth seeing);
 * ``end`` may pass ``duration`` by at most :data:`END_TOLERANCE` seconds (durations are often rounded
-  to the millisecond); such an end is clipped to ``duration``; a larger overshoot is an error;
+  to the millisecond); such an end is clipped to ``duration``; a larger overshoot is an error, unless
+  ``clip_to_duration=True``: then it is clipped too, with a warning naming the video id and annotation
+  index (real ActivityNet-1.3 files have such segments); a segment that *starts* at or after
+  ``duration`` is an error either way;
 * ``label`` is a string; with an explicit class list it must be one of the classes.
 """
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +70,7 @@ def _is_number(value: Any) -> bool:
 
 
 def read_activitynet_json(
-    path: str | Path, classes: list[str] | None = None
+    path: str | Path, classes: list[str] | None = None, clip_to_duration: bool = False
 ) -> tuple[dict[str, VideoAnnotation], list[str]]:
     """Parse an ActivityNet-style annotation file (see the module docstring for the format and the rules).
 
@@ -74,6 +78,9 @@ def read_activitynet_json(
         path: the JSON file.
         classes: the class list to index labels with (e.g. a model's); ``None``: the sorted label names
             found in the file (all subsets, so every subset agrees on the indices).
+        clip_to_duration: clip a segment that ends past the video's duration (by more than
+            :data:`END_TOLERANCE`) to the duration, with a ``UserWarning`` naming the video id and the
+            annotation index, instead of raising; segments starting at or after the duration still raise.
 
     Returns:
         ``({video_id: VideoAnnotation}, classes)``, videos in file order.
@@ -89,7 +96,7 @@ def read_activitynet_json(
     database = _read_database(path)
     parsed: dict[str, tuple[float, str, list[tuple[float, float]], list[str]]] = {}
     for video_id, entry in database.items():
-        parsed[video_id] = _parse_video(path, video_id, entry)
+        parsed[video_id] = _parse_video(path, video_id, entry, clip_to_duration)
     if classes is None:
         classes = sorted({name for *_, names in parsed.values() for name in names})
     index = {name: i for i, name in enumerate(classes)}
@@ -138,9 +145,10 @@ def _read_database(path: Path) -> dict[str, Any]:
 
 
 def _parse_video(
-    path: Path, video_id: str, entry: Any
+    path: Path, video_id: str, entry: Any, clip_to_duration: bool = False
 ) -> tuple[float, str, list[tuple[float, float]], list[str]]:
-    """``(duration, subset, segments, label names)`` of one database entry, checked."""
+    """``(duration, subset, segments, label names)`` of one database entry, checked (segments ending past
+    the duration are clipped with a warning when ``clip_to_duration``)."""
     where = f"video '{video_id}'"
     if not isinstance(entry, dict):
         raise AnnotationError(
@@ -193,8 +201,17 @@ def _parse_video(
                 path, f"{at}: segment [{start}, {end}] starts at or after the video's duration {duration} s"
             )
         if end > duration + END_TOLERANCE:
-            raise AnnotationError(
-                path, f"{at}: segment [{start}, {end}] ends past the video's duration {duration} s"
+            if not clip_to_duration:
+                raise AnnotationError(
+                    path,
+                    f"{at}: segment [{start}, {end}] ends past the video's duration {duration} s "
+                    "(clip_to_duration=True clips such ends)",
+                )
+            warnings.warn(
+                f"{path}: {at}: segment [{start}, {end}] ends past the video's duration {duration} s; "
+                f"clipped to [{start}, {float(duration)}]",
+                UserWarning,
+                stacklevel=3,
             )
         label = ann.get("label")
         if not isinstance(label, str):

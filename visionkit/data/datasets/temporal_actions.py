@@ -2,7 +2,7 @@
 sequences, each sample carrying its ground-truth segments in seconds from the sample's start.
 
 Both follow the localization conventions of :mod:`visionkit.data.datasets.video_base` (``segments`` float32
-``(K, 2)`` seconds from the sample's first frame or feature step, ``segment_labels`` int64 ``(K,)``, ``fps``,
+``(K, 2)`` seconds from the sample's start ``clip_start``, ``segment_labels`` int64 ``(K,)``, ``fps``,
 ``duration`` and ``clip_start`` floats in seconds, ``video_id``, ``path``, ``index``), with one difference:
 
 * :class:`TemporalActionVideos` samples hold ``video`` float32 ``(T, C, S, S)`` in [0, 1];
@@ -13,9 +13,21 @@ Segments are those of :class:`~visionkit.data.datasets.tal_annotations.VideoAnno
 sample's time span ``[clip_start, clip_start + duration)`` and shifted to start at 0
 (:func:`~visionkit.data.clips.crop_segments`); segments outside the span are dropped, so ``K`` may be 0.
 
-Feature files (``<features_root>/<video_id>.npy`` or ``.pt``, ``(T, D)``, step ``t`` at
-``feature_offset + t / feature_fps`` seconds) are found and read by
-:mod:`visionkit.data.datasets.snippet_features`.
+Time of feature steps. Feature files (``<features_root>/<video_id>.npy`` or ``.pt``, ``(T, D)``, found and
+read by :mod:`visionkit.data.datasets.snippet_features`) hold one step every ``1 / feature_fps`` seconds;
+step ``t`` is centred at ``feature_offset + t / feature_fps`` seconds from the video's start and stands for
+the ``1 / feature_fps`` seconds around its centre. Feature samples carry ``step_offset``: seconds from
+``clip_start`` to the centre of the sample's step 0, so the sample's step ``j`` is centred at
+``step_offset + j / fps`` seconds in the sample's time (the time of ``segments``):
+
+* whole sequences (``window=None``): the sample is the whole annotated video: ``clip_start = 0``,
+  ``duration`` = the annotated duration, segments in seconds from the video's start (cropped to
+  ``[0, duration]`` only), ``step_offset = feature_offset``;
+* windows of steps ``[s, s + L)``: like a clip of ``L`` frames, the sample spans the ``L`` steps' own
+  seconds, ``[feature_offset + (s - 0.5) / feature_fps, feature_offset + (s + L - 0.5) / feature_fps)``:
+  ``clip_start = feature_offset + (s - 0.5) / feature_fps`` (negative for ``s = 0`` when
+  ``feature_offset < 0.5 / feature_fps``), ``duration = L / feature_fps``, ``step_offset = 0.5 / feature_fps``
+  (step ``j`` covers ``[j, j + 1) / feature_fps``, as frame ``j`` of a video clip does).
 """
 
 from __future__ import annotations
@@ -27,8 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from visionkit.data.clips import ClipMode, ClipSampler, crop_segments
-from visionkit.data.datasets.decode import LUMA
+from visionkit.data.clips import ClipMode, ClipSampler, crop_segments, window_starts
 from visionkit.data.datasets.snippet_features import (
     FEATURE_LAYOUT,
     _listing,
@@ -38,17 +49,18 @@ from visionkit.data.datasets.snippet_features import (
 )
 from visionkit.data.datasets.tal_annotations import VideoAnnotation, subset_annotations
 from visionkit.data.datasets.video_base import VideoDataset, sample_generator
-from visionkit.data.datasets.video_sources import VIDEO_EXTENSIONS, open_video
+from visionkit.data.datasets.video_sources import VIDEO_EXTENSIONS, VideoSource, open_video
 from visionkit.data.errors import DatasetNotFoundError, FeatureReadError
 from visionkit.data.samplers import split_key
-from visionkit.data.transforms import ClipAugment, resize_frames
+from visionkit.data.transforms import ClipAugment, check_channels, prepare_frames
 
 __all__ = [
     "VIDEO_LAYOUT",
     "TemporalActionFeatures",
     "TemporalActionVideos",
+    "check_clip_args",
+    "check_feature_args",
     "find_video_files",
-    "window_starts",
 ]
 
 VIDEO_LAYOUT = (
@@ -83,21 +95,45 @@ def find_video_files(
     return found
 
 
-def window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Starts of the sliding windows of ``window`` steps, ``stride`` apart, over ``length`` steps.
-
-    The last window is aligned to the end so the tail is covered (as
-    :class:`~visionkit.data.clips.ClipSampler` does); one window starting at 0 when ``length <= window``.
-    """
-    count = max(1, math.ceil((length - window) / stride) + 1)
-    return [min(i * stride, max(length - window, 0)) for i in range(count)]
-
-
-def _check_positive(name: str, value: float | None, unit: str, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
+def _check_positive(name: str, value: float | None, unit: str) -> None:
     if value is None or isinstance(value, bool) or not value > 0:
         raise ValueError(f"{name} must be positive ({unit}), got {value}")
+
+
+def check_clip_args(
+    num_frames: int, fps: float | None, clip_mode: ClipMode, clip_stride: int | None, frames_fps: float
+) -> ClipSampler:
+    """The :class:`~visionkit.data.clips.ClipSampler` of :class:`TemporalActionVideos`' clip arguments,
+    checked (with ``frames_fps``) without touching any file.
+
+    Raises:
+        ValueError: a bad clip mode, ``num_frames`` or ``clip_stride`` < 1, or ``fps``/``frames_fps`` <= 0.
+    """
+    _check_positive("frames_fps", frames_fps, "frames per second of frames folders")
+    return ClipSampler(num_frames, fps, clip_mode, clip_stride)
+
+
+def check_feature_args(
+    feature_fps: float, feature_offset: float, window: int | None, window_stride: int | None
+) -> int | None:
+    """Check :class:`TemporalActionFeatures`' sequence arguments; returns the window stride
+    (``window_stride``, else ``window``; ``None`` for whole sequences).
+
+    Raises:
+        ValueError: ``feature_fps`` <= 0, a non-finite ``feature_offset``, ``window`` < 1, or a
+            ``window_stride`` < 1 or without a ``window``.
+    """
+    _check_positive("feature_fps", feature_fps, "feature steps per second")
+    if not math.isfinite(feature_offset):
+        raise ValueError(f"feature_offset must be a finite number of seconds, got {feature_offset}")
+    if window is not None and (isinstance(window, bool) or window < 1):
+        raise ValueError(f"window must be a positive number of feature steps, got {window}")
+    if window_stride is not None and (window is None or isinstance(window_stride, bool) or window_stride < 1):
+        raise ValueError(
+            f"window_stride must be a positive number of feature steps with a window, "
+            f"got {window_stride} (window {window})"
+        )
+    return window_stride if window_stride is not None else window
 
 
 class _TemporalActionBase(VideoDataset):
@@ -138,11 +174,15 @@ class TemporalActionVideos(_TemporalActionBase):
     read at ``frames_fps``. Clips (see :class:`~visionkit.data.clips.ClipSampler`):
 
     * ``"sliding"``: every window of ``num_frames`` frames at ``fps``, ``clip_stride`` frames apart (one item
-      each); every video is opened at construction to count its windows (bad files fail then);
+      each);
     * ``"uniform"``: one item per video, the whole video squeezed into ``num_frames`` frames (ActivityNet
       style), so the item's ``fps`` is ``num_frames / video duration``;
     * ``"random"``: one item per video, a window at a random start drawn from ``(seed, index, epoch)``
       (training keys ``(index, epoch)``); with a plain index, the centred window.
+
+    Every annotated video of ``subset`` is opened (probed: frame count and rate) once at construction,
+    whatever the mode, so an empty or corrupt file or a frames folder with a gap fails there, in one line;
+    the opened sources are kept (:attr:`sources`) and read by ``__getitem__``.
 
     Items: ``video`` float32 ``(num_frames, channels, image_size, image_size)`` in [0, 1], ``segments``
     float32 ``(K, 2)`` seconds from the clip's first frame (cropped to the clip), ``segment_labels`` int64
@@ -170,7 +210,9 @@ class TemporalActionVideos(_TemporalActionBase):
     Raises:
         DatasetNotFoundError: ``video_root`` is missing, no video of ``subset`` is annotated, or an annotated
             video has no file or folder (naming the video id and the paths looked for).
-        VideoReadError: in ``"sliding"`` mode, a video that cannot be opened (at construction).
+        VideoReadError: a video file or frames folder that cannot be opened (at construction, any mode).
+        ValueError: a bad clip argument (see :func:`check_clip_args`), ``image_size`` < 1.
+        ConfigValueError: ``channels`` not 1 or 3.
     """
 
     name = "TemporalActionVideos"
@@ -191,12 +233,10 @@ class TemporalActionVideos(_TemporalActionBase):
         augment: bool = False,
         subset: str | None = None,
     ) -> None:
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
-        _check_positive("frames_fps", frames_fps, "frames per second of frames folders", allow_none=False)
+        check_channels(channels)
         if image_size < 1:
             raise ValueError(f"image_size must be a positive integer (pixels), got {image_size}")
-        self.sampler = ClipSampler(num_frames, fps, clip_mode, clip_stride)
+        self.sampler = check_clip_args(num_frames, fps, clip_mode, clip_stride, frames_fps)
         self.root = Path(video_root)
         self._select(annotations, classes, subset, self.root)
         found = find_video_files(self.root, [v.video_id for v in self.videos], self.name)
@@ -208,35 +248,22 @@ class TemporalActionVideos(_TemporalActionBase):
             seed,
         )
         self.augment = ClipAugment(image_size) if augment else None
+        #: the opened video of each entry of :attr:`videos` (probed once, here; no file stays open).
+        self.sources: list[VideoSource] = [
+            open_video(path, fps=self.frames_fps if path.is_dir() else None) for path in self.paths
+        ]
         self.items = []
-        for v, path in enumerate(self.paths):
-            clips = 1
-            if clip_mode == "sliding":
-                source = self._open(path)
-                clips = self.sampler.num_clips(source.num_frames, source.fps)
-            self.items += [(v, c) for c in range(clips)]
-
-    def _open(self, path: Path) -> Any:
-        return open_video(path, fps=self.frames_fps if path.is_dir() else None)
+        for v, source in enumerate(self.sources):
+            self.items += [(v, c) for c in range(self.sampler.num_clips(source.num_frames, source.fps))]
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, epoch = split_key(key)
         v, clip = self.items[index]
-        video, path = self.videos[v], self.paths[v]
-        source = self._open(path)
+        video, path, source = self.videos[v], self.paths[v], self.sources[v]
         generator = sample_generator(self.seed, index, epoch)
         frames, clip_start = self.sampler.frames(source.num_frames, source.fps, clip, generator)
-        if self.sampler.mode == "uniform":
-            fps = self.sampler.num_frames * source.fps / source.num_frames
-        else:
-            fps = self.sampler.clip_fps(source.fps)
-        pixels = source.read(frames)
-        if self.in_channels == 1:
-            pixels = (pixels * torch.from_numpy(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True).clamp(0, 1)
-        if self.augment is not None and generator is not None:
-            pixels = self.augment(pixels, generator)
-        else:
-            pixels = resize_frames(pixels, self.image_size)
+        fps = self.sampler.clip_rate(source.num_frames, source.fps)
+        pixels = prepare_frames(source.read(frames), self.in_channels, self.image_size, self.augment, generator)
         duration = self.sampler.num_frames / fps
         segments, labels = self._targets(video, clip_start, duration)
         return {
@@ -260,12 +287,19 @@ class TemporalActionFeatures(_TemporalActionBase):
     Every file is found and its shape checked at construction (memory-mapped: the values are read per item).
 
     Items: ``features`` float32 ``(L, D)`` (this key replaces ``video``), ``segments`` float32 ``(K, 2)``
-    seconds from the item's first step (cropped to the item's span), ``segment_labels`` int64 ``(K,)``,
-    ``fps`` (= ``feature_fps``), ``duration`` (``L / feature_fps`` seconds), ``clip_start``
-    (``feature_offset + first step / feature_fps`` seconds), ``video_id``, ``path`` and ``index`` int64.
-    With ``window=None`` each item is a whole sequence (``L = T``, varying from video to video); with an
-    int, items are windows of ``L = min(window, T)`` steps, ``window_stride`` apart, the last one aligned to
-    the sequence's end.
+    seconds from ``clip_start`` (cropped to the item's span ``[0, duration)``), ``segment_labels`` int64
+    ``(K,)``, ``fps`` (= ``feature_fps``), ``duration`` and ``clip_start`` (seconds), ``step_offset``
+    (seconds from ``clip_start`` to the centre of the item's step 0), ``video_id``, ``path`` and ``index``
+    int64. The time conventions are those of the module docstring:
+
+    * ``window=None``: each item is the whole annotated video (``L = T``, varying from video to video):
+      ``clip_start = 0``, ``duration`` = the annotated duration, segments as annotated (cropped to
+      ``[0, duration]``), step ``j`` centred at ``step_offset + j / feature_fps`` with
+      ``step_offset = feature_offset``;
+    * an int ``window``: items are windows of ``L = min(window, T)`` steps ``[s, s + L)``, ``window_stride``
+      apart, the last one aligned to the sequence's end; an item spans its steps' seconds:
+      ``clip_start = feature_offset + (s - 0.5) / feature_fps``, ``duration = L / feature_fps``,
+      ``step_offset = 0.5 / feature_fps``.
 
     Args:
         annotations: ``{video_id: VideoAnnotation}``.
@@ -283,6 +317,7 @@ class TemporalActionFeatures(_TemporalActionBase):
         DatasetNotFoundError: ``features_root`` is missing, no video of ``subset`` is annotated, or an
             annotated video has no feature file (naming the video id and the paths tried).
         FeatureReadError: a file that is unreadable, not ``(T, D)``, or whose ``D`` differs from the others'.
+        ValueError: a bad sequence argument (see :func:`check_feature_args`).
     """
 
     name = "TemporalActionFeatures"
@@ -298,17 +333,7 @@ class TemporalActionFeatures(_TemporalActionBase):
         window_stride: int | None = None,
         subset: str | None = None,
     ) -> None:
-        _check_positive("feature_fps", feature_fps, "feature steps per second", allow_none=False)
-        if not math.isfinite(feature_offset):
-            raise ValueError(f"feature_offset must be a finite number of seconds, got {feature_offset}")
-        if window is not None and window < 1:
-            raise ValueError(f"window must be a positive number of feature steps, got {window}")
-        stride = window_stride if window_stride is not None else window
-        if window_stride is not None and (window is None or window_stride < 1):
-            raise ValueError(
-                f"window_stride must be a positive number of feature steps with a window, "
-                f"got {window_stride} (window {window})"
-            )
+        stride = check_feature_args(feature_fps, feature_offset, window, window_stride)
         self.root = Path(features_root)
         self._select(annotations, classes, subset, self.root)
         found = find_feature_files(self.root, [v.video_id for v in self.videos], self.name)
@@ -344,9 +369,14 @@ class TemporalActionFeatures(_TemporalActionBase):
         features = read_features(path)
         stop = len(features) if self.window is None else min(start + self.window, len(features))
         features = features[start:stop]
-        clip_start = self.feature_offset + start / self.feature_fps
-        duration = len(features) / self.feature_fps
-        segments, labels = self._targets(video, clip_start, duration)
+        if self.window is None:  # the whole annotated video
+            clip_start, duration, step_offset = 0.0, video.duration, self.feature_offset
+            segments, labels = crop_segments(video.segments, video.labels, 0.0, duration)
+        else:  # the seconds of steps [start, stop): each step spans 1 / fps around its centre
+            step = 1.0 / self.feature_fps
+            clip_start = self.feature_offset + (start - 0.5) * step
+            duration, step_offset = len(features) * step, 0.5 * step
+            segments, labels = self._targets(video, clip_start, duration)
         return {
             "features": features.contiguous(),
             "segments": segments,
@@ -354,6 +384,7 @@ class TemporalActionFeatures(_TemporalActionBase):
             "fps": self.feature_fps,
             "duration": float(duration),
             "clip_start": float(clip_start),
+            "step_offset": float(step_offset),
             "video_id": video.video_id,
             "path": str(path),
             "index": torch.tensor(index, dtype=torch.int64),
@@ -368,6 +399,8 @@ class TemporalActionFeatures(_TemporalActionBase):
         plt = pyplot()
         features = torch.as_tensor(sample["features"]).detach().float().cpu()
         duration = float(sample.get("duration", len(features) / self.feature_fps))
+        step = 1.0 / float(sample.get("fps", self.feature_fps))
+        first = float(sample.get("step_offset", 0.5 * step)) - 0.5 * step  # left edge of step 0, in seconds
         fig, (top, bottom) = plt.subplots(
             2, 1, figsize=(8, 4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
         )
@@ -375,7 +408,7 @@ class TemporalActionFeatures(_TemporalActionBase):
             features.T.numpy(),
             aspect="auto",
             cmap="viridis",
-            extent=(0, duration, features.shape[1], 0),
+            extent=(first, first + len(features) * step, features.shape[1], 0),
             interpolation="nearest",
         )
         top.set_ylabel("feature dim")
