@@ -23,6 +23,19 @@ def frame_strips(video: Tensor, frames: int = PANEL_FRAMES) -> Tensor:
     return torch.cat(list(video[:, picks].unbind(1)), dim=-1)
 
 
+def clip_log_probs(frame_logits: Tensor, frames: int) -> Tensor:
+    """Per-frame logits ``(B*T, K)`` (clips' frames consecutive) -> clip log-probabilities ``(B, K)`` float32:
+    the log of the mean over ``T`` frames of the per-frame softmax."""
+    probs = frame_logits.float().softmax(-1).view(-1, frames, frame_logits.shape[-1]).mean(1)
+    return probs.clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
+def check_clips(video: Tensor) -> None:
+    """Raise ``ValueError`` unless ``video`` is a batch of clips ``(B, T, C, H, W)``."""
+    if video.ndim != 5:
+        raise ValueError(f"video must be (B, T, C, H, W), got shape {tuple(video.shape)}")
+
+
 class VideoClassificationTask(ClassificationTask):
     """Clip classification: every frame through the same timm image backbone, then
     ``p(class | clip) = mean_t softmax(logits_t)``; the loss is the cross-entropy of that mean.
@@ -37,12 +50,8 @@ class VideoClassificationTask(ClassificationTask):
 
     def forward(self, video: Tensor) -> Tensor:
         """Clip log-probabilities ``(B, num_classes)`` (float32) for clips ``(B, T, C, H, W)`` in [0, 1]."""
-        if video.ndim != 5:
-            raise ValueError(f"video must be (B, T, C, H, W), got shape {tuple(video.shape)}")
-        batch, frames = video.shape[:2]
-        logits = self.model(self.normalize(video.flatten(0, 1)))  # (B*T, K)
-        probs = logits.float().softmax(-1).view(batch, frames, -1).mean(1)
-        return probs.clamp_min(torch.finfo(torch.float32).tiny).log()
+        check_clips(video)
+        return clip_log_probs(self.model(self.normalize(video.flatten(0, 1))), video.shape[1])
 
     def compute_loss(self, batch: dict[str, Any], stage: str) -> dict[str, Tensor]:
         log_probs = self(batch["video"])
