@@ -13,6 +13,7 @@ from visionkit.data.datamodules import (
     SyntheticCaptionsDataModule,
     SyntheticShapesDataModule,
 )
+from visionkit.methods.delta_activation import DeltaActivationTask
 from visionkit.methods.layer_masking import LayerMaskingTask
 from visionkit.methods.unipt import UniPTRetrievalTask, UniPTTask
 from visionkit.tasks import ClassificationTask, RetrievalBase, RetrievalTask, VideoClassificationTask
@@ -26,6 +27,7 @@ CASES = {
     "retrieval": (RetrievalTask, {"asset": "clip_shapes_tiny"}),
     "unipt_retrieval": (UniPTRetrievalTask, {"asset": "clip_shapes_tiny"}),
     "video_classification": (VideoClassificationTask, {}),
+    "delta_activation": (DeltaActivationTask, {"sparsity_weight": 1e-3}),
 }
 
 
@@ -36,7 +38,7 @@ def test_one_bf16_mixed_step_trains_and_validates(case: str, tmp_path) -> None:
     if issubclass(cls, RetrievalBase):
         data = SyntheticCaptionsDataModule(num_train=8, num_val=8, num_test=8, batch_size=8, image_size=32)
         task = cls(image_size=32, scheduler="none", **kwargs)
-    elif issubclass(cls, VideoClassificationTask):
+    elif issubclass(cls, (VideoClassificationTask, DeltaActivationTask)):
         data = MovingDigitsDataModule(num_frames=4, num_train=8, num_val=8, num_test=8, batch_size=4, image_size=24)
         task = cls(num_classes=10, image_size=24, scheduler="none", **kwargs)
     else:

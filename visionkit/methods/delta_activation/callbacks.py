@@ -1,0 +1,53 @@
+"""``DensityChart``: a bar chart of the validation temporal density per layer, in the run folder and TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class DensityChart(pl.Callback):
+    """After each validation, draw ``val_density/<layer>`` (nonzero deltas / deltas) and the step ``theta/<layer>``
+    per layer into ``<log_dir>/images/val/epoch{E:03d}_density.png`` and TensorBoard (``val/density``)."""
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.loggers or trainer.log_dir is None:
+            return
+        self._draw(trainer)
+
+    @rank_zero_only
+    def _draw(self, trainer: pl.Trainer) -> None:
+        from visionkit.utils.viz import pyplot, save_figure
+
+        metrics = trainer.callback_metrics
+        density = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("val_density/")}
+        if not density:
+            return
+        theta = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("theta/")}
+        plt = pyplot()
+        names = list(density)
+        fig, axes = plt.subplots(2 if theta else 1, 1, figsize=(max(6, 0.35 * len(names)), 5 if theta else 3), squeeze=False)
+        axes[0, 0].bar(range(len(names)), [density[n] for n in names], color="tab:blue")
+        overall = metrics.get("val_density")
+        title = f"temporal density per layer (epoch {trainer.current_epoch}"
+        axes[0, 0].set_title(title + (f", overall {float(overall):.3f})" if overall is not None else ")"))
+        axes[0, 0].set_ylabel("nonzero deltas")
+        axes[0, 0].set_xticks(range(len(names)), [""] * len(names))
+        if theta:
+            axes[1, 0].bar(range(len(names)), [theta.get(n, 0.0) for n in names], color="tab:orange")
+            axes[1, 0].set_ylabel("step |theta|")
+        axes[-1, 0].set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+        fig.tight_layout()
+        path = Path(trainer.log_dir) / "images" / "val" / f"epoch{trainer.current_epoch:03d}_density.png"
+        save_figure(fig, path)
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                import numpy as np
+                import torch
+                from PIL import Image
+
+                image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+                experiment.add_image("val/density", image, global_step=trainer.global_step)
