@@ -7,6 +7,11 @@ with fan-outs read off the network, ``delta_macs`` / ``check_delta_equivalence``
 frame on deltas, and ``DeltaActivationTask`` is the Lightning task.
 """
 
+from visionkit.methods.delta_activation.delta_inference import (
+    DeltaReport,
+    check_delta_equivalence,
+    delta_macs,
+)
 from visionkit.methods.delta_activation.insert import (
     ACTIVATIONS,
     WithDelta,
@@ -23,8 +28,11 @@ __all__ = [
     "ACTIVATIONS",
     "DeltaActivation",
     "DeltaActivationTask",
+    "DeltaReport",
     "WithDelta",
+    "check_delta_equivalence",
     "delta_layers",
+    "delta_macs",
     "fanouts",
     "insert_delta_activations",
     "quantize_official",
