@@ -47,3 +47,20 @@ def scan_class_folders(
     if not items:
         raise DatasetNotFoundError(dataset, root, layout, f"holds no {what}")
     return classes, items
+
+
+def align_classes(
+    found: list[str], items: list[tuple[Path, int]], classes: list[str] | None, dataset: str, root: str | Path, layout: str
+) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Relabel ``items`` scanned with class list ``found`` to ``classes`` (another split's list), so that
+    splits agree on label indices; ``classes`` ``None`` keeps ``found``.
+
+    Raises:
+        DatasetNotFoundError: a class folder that ``classes`` lacks.
+    """
+    if classes is None or found == classes:
+        return list(classes or found), items
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DatasetNotFoundError(dataset, root, layout, f"has class folders {unknown} that the train split lacks")
+    return list(classes), [(p, classes.index(found[c])) for p, c in items]

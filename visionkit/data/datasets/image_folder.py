@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from visionkit.data.datasets.base import VisionDataset
-from visionkit.data.datasets.class_folders import scan_class_folders
+from visionkit.data.datasets.class_folders import align_classes, scan_class_folders
 from visionkit.data.datasets.decode import read_image
 from visionkit.data.errors import DatasetNotFoundError
 
@@ -77,14 +77,7 @@ class ImageFolder(VisionDataset):
         classes: list[str] | None = None,
     ) -> None:
         found, items = scan_image_folder(root)
-        if classes is not None and found != classes:
-            unknown = sorted(set(found) - set(classes))
-            if unknown:
-                raise DatasetNotFoundError(
-                    "ImageFolder", root, LAYOUT, f"has class folders {unknown} that the train split lacks"
-                )
-            items = [(p, classes.index(found[c])) for p, c in items]
-        self.classes = classes or found
+        self.classes, items = align_classes(found, items, classes, "ImageFolder", root, LAYOUT)
         self.items = items if indices is None else [items[i] for i in indices]
         self.image_size, self.in_channels, self.root = image_size, channels, Path(root)
 

@@ -12,10 +12,9 @@ import numpy as np
 import torch
 
 from visionkit.data.clips import ClipSampler
-from visionkit.data.datasets.class_folders import scan_class_folders
+from visionkit.data.datasets.class_folders import align_classes, scan_class_folders
 from visionkit.data.datasets.video_base import VideoDataset, sample_generator
 from visionkit.data.datasets.video_sources import VIDEO_EXTENSIONS, FrameFolder, VideoSource, open_video
-from visionkit.data.errors import DatasetNotFoundError
 from visionkit.data.samplers import split_key
 from visionkit.data.transforms import ClipAugment, check_channels, prepare_frames
 
@@ -112,14 +111,7 @@ class VideoFolder(VideoDataset):
             raise ValueError(f"frames_fps must be positive (frames per second of the frame folders), got {frames_fps}")
         self.sampler = ClipSampler(num_frames, fps, clip_mode, clip_stride)
         found, items = scan_video_folder(root)
-        if classes is not None and found != classes:
-            unknown = sorted(set(found) - set(classes))
-            if unknown:
-                raise DatasetNotFoundError(
-                    "VideoFolder", root, VIDEO_LAYOUT, f"has class folders {unknown} that the train split lacks"
-                )
-            items = [(p, classes.index(found[c])) for p, c in items]
-        self.classes = list(classes or found)
+        self.classes, items = align_classes(found, items, classes, "VideoFolder", root, VIDEO_LAYOUT)
         self.root, self.frames_fps, self.image_size, self.in_channels = Path(root), float(frames_fps), image_size, channels
         self.augment, self.seed = augment, seed
         self.clip_augment = ClipAugment(image_size)
