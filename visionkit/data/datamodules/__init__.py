@@ -9,6 +9,8 @@ from visionkit.data.datamodules.captions import (
 )
 from visionkit.data.datamodules.digits import DigitsDataModule
 from visionkit.data.datamodules.image_folder import ImageFolderDataModule
+from visionkit.data.datamodules.medmnist import MedMNISTDataModule
+from visionkit.data.datamodules.synth_rad import SynthRadDataModule
 from visionkit.data.datamodules.synthetic_shapes import (
     SyntheticMultiShapesDataModule,
     SyntheticShapesDataModule,
@@ -24,7 +26,9 @@ __all__ = [
     "DigitsDataModule",
     "ImageFolderDataModule",
     "KarpathyDataModule",
+    "MedMNISTDataModule",
     "MovingDigitsDataModule",
+    "SynthRadDataModule",
     "SyntheticCaptionsDataModule",
     "SyntheticMultiShapesDataModule",
     "SyntheticShapesDataModule",

@@ -8,7 +8,9 @@ from visionkit.data.datasets.captions import CaptionCSV, CaptionDataset, Karpath
 from visionkit.data.datasets.decode import read_image
 from visionkit.data.datasets.digits import Digits
 from visionkit.data.datasets.image_folder import ImageFolder, UnlabelledImages
+from visionkit.data.datasets.medmnist import MedMNIST, MedMNISTFileError
 from visionkit.data.datasets.moving_digits import MovingDigits
+from visionkit.data.datasets.synth_rad import SynthRad
 from visionkit.data.datasets.synthetic_captions import SyntheticCaptionedShapes
 from visionkit.data.datasets.synthetic_shapes import SHAPES, SyntheticMultiShapes, SyntheticShapes
 from visionkit.data.datasets.synthetic_tal import SyntheticTAL
@@ -26,7 +28,10 @@ __all__ = [
     "Digits",
     "ImageFolder",
     "KarpathyCaptions",
+    "MedMNIST",
+    "MedMNISTFileError",
     "MovingDigits",
+    "SynthRad",
     "SyntheticCaptionedShapes",
     "SyntheticMultiShapes",
     "SyntheticShapes",
