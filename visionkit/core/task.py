@@ -154,10 +154,18 @@ class VisionTask(pl.LightningModule, ABC):
         """Trainable and total parameters of the task's model."""
         return parameter_report(self.model)
 
+    def optimizer_groups(self) -> list[dict]:
+        """Optimizer parameter groups: trainable parameters split into decay / no-decay groups.
+
+        Override to give some parameters their own ``lr`` (a group's ``lr`` is its peak; the
+        warm-up/cosine factor scales every group alike).
+        """
+        return param_groups(self, self.hparams.weight_decay)
+
     def configure_optimizers(self) -> Any:
         """AdamW/SGD over trainable parameters only, with no-decay groups; optional warm-up + cosine."""
         hp = self.hparams
-        groups = param_groups(self, hp.weight_decay)
+        groups = self.optimizer_groups()
         if not groups:
             raise ValueError(f"{type(self).__name__} has no trainable parameters to optimise")
         if hp.optimizer == "sgd":

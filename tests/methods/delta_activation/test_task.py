@@ -30,6 +30,21 @@ def test_loss_is_the_task_loss_plus_the_weighted_delta_penalty() -> None:
     assert all(layer.theta.grad is not None for layer in weighted.layers().values())
 
 
+def test_steps_get_their_own_learning_rate_and_no_weight_decay() -> None:
+    task = _task(lr=2e-3, weight_decay=0.05, step_lr_scale=10.0, scheduler="none")
+    opt = task.configure_optimizers()
+    steps = {id(layer.theta) for layer in task.layers().values()}
+    (step_group,) = [g for g in opt.param_groups if any(id(p) in steps for p in g["params"])]
+    assert {id(p) for p in step_group["params"]} == steps
+    assert step_group["lr"] == pytest.approx(2e-2) and step_group["weight_decay"] == 0.0
+    others = [g for g in opt.param_groups if g is not step_group]
+    assert all(g["lr"] == pytest.approx(2e-3) for g in others)
+    optimised = sum(len(g["params"]) for g in opt.param_groups)
+    assert optimised == len([p for p in task.parameters() if p.requires_grad])  # nothing lost, nothing twice
+    with pytest.raises(ValueError, match="step_lr_scale"):
+        _task(step_lr_scale=0.0)
+
+
 def test_density_counts_deltas_of_every_layer_and_static_clips_are_all_zero() -> None:
     task = _task().eval()
     with torch.no_grad():

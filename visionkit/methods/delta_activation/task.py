@@ -33,14 +33,24 @@ class DeltaActivationTask(ClassifierBase):
         sparsity_weight: weight of the delta penalty (the official ``sp_rate``; 1e-4 to 1e-6 on UCF101).
         threshold_init: initial quantisation step of every layer, in the activation's units.
         official_gradient: the official sign-flipped step gradient (``False``: plain straight-through autograd).
+        step_lr_scale: learning rate of the steps ``theta`` as a multiple of ``lr`` (no weight decay). A step's
+            gradient sums over every position of its channel, so under the official SGD it moves much faster
+            than a weight; AdamW normalises that away, and ``theta`` barely grows unless its rate is raised.
         **kwargs: backbone and optimisation arguments of :class:`~visionkit.tasks.ClassifierBase`.
     """
 
     def __init__(
-        self, sparsity_weight: float = 1e-4, threshold_init: float = 0.25, official_gradient: bool = True, **kwargs: Any
+        self,
+        sparsity_weight: float = 1e-4,
+        threshold_init: float = 0.25,
+        official_gradient: bool = True,
+        step_lr_scale: float = 10.0,
+        **kwargs: Any,
     ) -> None:
         if sparsity_weight < 0:
             raise ValueError(f"sparsity_weight must be >= 0, got {sparsity_weight}")
+        if not step_lr_scale > 0:
+            raise ValueError(f"step_lr_scale must be positive, got {step_lr_scale}")
         super().__init__(**kwargs)
 
     def adapt(self, net: nn.Module) -> nn.Module:
@@ -49,6 +59,16 @@ class DeltaActivationTask(ClassifierBase):
         example = torch.zeros(1, hp.in_channels, size, size)
         insert_delta_activations(net, example, threshold_init=hp.threshold_init, official_gradient=hp.official_gradient)
         return net
+
+    def optimizer_groups(self) -> list[dict]:
+        """The base groups without the steps, plus one group of all steps at ``lr * step_lr_scale``, no decay."""
+        steps = [layer.theta for layer in self.layers().values() if layer.theta.requires_grad]
+        ids = {id(p) for p in steps}
+        groups = [{**g, "params": [p for p in g["params"] if id(p) not in ids]} for g in super().optimizer_groups()]
+        groups = [g for g in groups if g["params"]]
+        if steps:
+            groups.append({"params": steps, "weight_decay": 0.0, "lr": self.hparams.lr * self.hparams.step_lr_scale})
+        return groups
 
     def configure_metrics(self) -> None:
         self.metrics = MetricCollection({"acc": MulticlassAccuracy(self.hparams.num_classes, average="micro")})
