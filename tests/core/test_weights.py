@@ -51,3 +51,18 @@ def test_pickled_code_is_refused(tmp_path: Path) -> None:
     torch.save({"w": torch.zeros(1), "obj": Path("x")}, tmp_path / "evil.pth")
     with pytest.raises(WeightsError, match="could not be read"):
         create_backbone("test_resnet", checkpoint_path=str(tmp_path / "evil.pth"))
+
+
+def test_a_task_checkpoint_with_other_networks_gives_its_model_part(tmp_path) -> None:
+    import torch
+    from torch import nn
+
+    from visionkit.core.weights import load_weights
+
+    torch.manual_seed(0)
+    net, policy = nn.Linear(3, 2), nn.Linear(4, 4)
+    state = {f"model.{k}": v for k, v in net.state_dict().items()} | {f"masker.policy.{k}": v for k, v in policy.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "task.ckpt")
+    fresh = nn.Linear(3, 2)
+    assert load_weights(fresh, tmp_path / "task.ckpt") == []
+    torch.testing.assert_close(fresh.weight, net.weight, rtol=0, atol=0)

@@ -44,17 +44,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _strip(state: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Drop wrapper prefixes while that makes more keys match the model."""
+    """Keep the keys under a wrapper prefix, stripped, while that makes more keys match the model.
+
+    A task checkpoint holding other networks besides ``model.`` (a policy, a teacher) gives its
+    ``model.`` part; the keys under other prefixes are left out.
+    """
     changed = True
     while changed:
         changed = False
         matches = len(model_keys & state.keys())
         for prefix in STRIP_PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                stripped = {k[len(prefix):]: v for k, v in state.items()}
-                if len(model_keys & stripped.keys()) > matches:
-                    state, changed = stripped, True
-                    break
+            stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if len(model_keys & stripped.keys()) > matches:
+                state, changed = stripped, True
+                break
     return state
 
 
