@@ -1,0 +1,121 @@
+"""``PolicyChart``: the noise-mask policy's statistics over the epochs so far, in the run folder and TensorBoard.
+
+:func:`policy_figure` draws them from a history ``{epoch: {"train_alpha": ..., "val_alpha": ..., ...}}``;
+:func:`history_from_metrics` builds that history from a run's ``metrics.csv`` rows (the demo's plots).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_only
+
+#: the logged statistics (``train_<name>``: the policy's draws; ``val_<name>``: the prior's mask).
+STATS = ("alpha", "beta", "expected_m", "mask_mean", "mask_std")
+#: panels of the chart: title, y label, the statistics drawn in it.
+PANELS = (
+    ("Beta concentrations (1 = uniform cells)", "mean", ("alpha", "beta")),
+    ("mask mean", "value", ("expected_m", "mask_mean")),
+    ("mask spatial std", "std", ("mask_std",)),
+)
+
+History = dict[int, dict[str, float]]
+
+
+def history_from_metrics(rows: list[dict[str, str]]) -> History:
+    """``{epoch: {"train_alpha": ..., "val_alpha": ..., ...}}`` from ``metrics.csv`` rows (epoch values only)."""
+    history: History = {}
+    keys = [f"{stage}_{name}" for stage in ("train", "val") for name in STATS]
+    for row in rows:
+        if not row.get("epoch"):
+            continue
+        values = {k: float(row[k]) for k in keys if row.get(k)}
+        if values:
+            history.setdefault(int(row["epoch"]), {}).update(values)
+    return history
+
+
+def policy_figure(history: History, title: str = "noise-mask policy") -> Any:
+    """A matplotlib figure of the statistics over epochs: Beta ``alpha``/``beta``, ``E[m]`` and the mask
+    mean, the mask's spatial std; solid lines for training (the policy's draws), dashed for validation
+    (one mask from the prior per batch)."""
+    from visionkit.utils.viz import pyplot
+
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = sorted(history)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.2), squeeze=False)
+    colours = {"alpha": "tab:blue", "beta": "tab:orange", "expected_m": "tab:green", "mask_mean": "tab:purple",
+               "mask_std": "tab:red"}
+    for ax, (panel_title, ylabel, names) in zip(axes[0], PANELS, strict=True):
+        for name in names:
+            for stage, style in (("train", "-"), ("val", "--")):
+                points = [(e, history[e][f"{stage}_{name}"]) for e in epochs if f"{stage}_{name}" in history[e]]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, style, marker="o", markersize=3, color=colours[name], label=f"{stage} {name}")
+        if "alpha" in names:
+            ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(panel_title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+class PolicyChart(pl.Callback):
+    """After each training epoch and its validation, draw the epoch values of ``train_<stat>`` and ``val_<stat>``
+    (``alpha``, ``beta``, ``expected_m``, ``mask_mean``, ``mask_std``) over the epochs so far into
+    ``<log_dir>/images/val/epoch{E:03d}_policy.png`` and TensorBoard (``val/policy``), rank zero only.
+
+    The history is kept in the callback's state, so a resumed run continues its curves.
+    """
+
+    def __init__(self) -> None:
+        self.history: History = {}
+        self.saved: list[Path] = []
+
+    def _record(self, trainer: pl.Trainer, stage: str) -> None:
+        metrics = trainer.callback_metrics
+        values = {f"{stage}_{n}": float(metrics[f"{stage}_{n}"]) for n in STATS if f"{stage}_{n}" in metrics}
+        if values:
+            self.history.setdefault(int(trainer.current_epoch), {}).update(values)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._record(trainer, "val")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._record(trainer, "train")  # the epoch values of this epoch are there by now; validation ran before
+        if trainer.loggers and trainer.log_dir is not None and self.history:  # log_dir: a collective under DDP
+            self._draw(trainer)
+
+    @rank_zero_only
+    def _draw(self, trainer: pl.Trainer) -> None:
+        from visionkit.utils.viz import save_figure
+
+        epoch = trainer.current_epoch
+        fig = policy_figure(self.history, f"noise-mask policy up to epoch {epoch}")
+        path = save_figure(fig, Path(trainer.log_dir) / "images" / "val" / f"epoch{epoch:03d}_policy.png")
+        self.saved.append(path)
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                import numpy as np
+                import torch
+                from PIL import Image
+
+                image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+                experiment.add_image("val/policy", image, global_step=trainer.global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {int(e): dict(v) for e, v in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {int(e): dict(v) for e, v in state_dict.get("history", {}).items()}
