@@ -25,9 +25,12 @@ def test_history_from_metrics_keeps_the_statistics_of_each_epoch() -> None:
 
 
 def test_policy_figure_draws_a_line_per_logged_statistic() -> None:
-    fig = policy_figure(history_from_metrics(ROWS), "demo")
+    fig = policy_figure({"": history_from_metrics(ROWS)}, "one run")
     lines = [line.get_label() for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")]
     assert lines == ["train alpha", "val alpha", "train beta", "val mask_std"]
+    fig = policy_figure({"a": history_from_metrics(ROWS), "b": history_from_metrics(ROWS[:1])}, "two runs", ("train",))
+    lines = [line.get_label() for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert lines == ["a train alpha", "a train beta", "b train alpha", "b train beta"]
     from visionkit.utils.viz import pyplot
 
     pyplot().close(fig)

@@ -1,6 +1,6 @@
 """``PolicyChart``: the noise-mask policy's statistics over the epochs so far, in the run folder and TensorBoard.
 
-:func:`policy_figure` draws them from a history ``{epoch: {"train_alpha": ..., "val_alpha": ..., ...}}``;
+:func:`policy_figure` draws them from one or more histories ``{epoch: {"train_alpha": ..., "val_alpha": ..., ...}}``;
 :func:`history_from_metrics` builds that history from a run's ``metrics.csv`` rows (the demo's plots).
 """
 
@@ -37,26 +37,29 @@ def history_from_metrics(rows: list[dict[str, str]]) -> History:
     return history
 
 
-def policy_figure(history: History, title: str = "noise-mask policy") -> Any:
-    """A matplotlib figure of the statistics over epochs: Beta ``alpha``/``beta``, ``E[m]`` and the mask
-    mean, the mask's spatial std; solid lines for training (the policy's draws), dashed for validation
-    (one mask from the prior per batch)."""
+def policy_figure(histories: dict[str, History], title: str = "noise-mask policy", stages: tuple[str, ...] = ("train", "val")) -> Any:
+    """A matplotlib figure of the statistics over epochs of one or more runs (``{label: history}``, label ``""`` for
+    one run): Beta ``alpha``/``beta``, ``E[m]`` and the mask mean, the mask's spatial std; solid lines for
+    training (the policy's draws), dashed for validation (one mask from the prior per batch)."""
     from visionkit.utils.viz import pyplot
 
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    epochs = sorted(history)
+    colours = plt.get_cmap("tab10").colors
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.2), squeeze=False)
-    colours = {"alpha": "tab:blue", "beta": "tab:orange", "expected_m": "tab:green", "mask_mean": "tab:purple",
-               "mask_std": "tab:red"}
     for ax, (panel_title, ylabel, names) in zip(axes[0], PANELS, strict=True):
-        for name in names:
-            for stage, style in (("train", "-"), ("val", "--")):
-                points = [(e, history[e][f"{stage}_{name}"]) for e in epochs if f"{stage}_{name}" in history[e]]
-                if points:
-                    xs, ys = zip(*points, strict=True)
-                    ax.plot(xs, ys, style, marker="o", markersize=3, color=colours[name], label=f"{stage} {name}")
+        for k, (label, history) in enumerate(histories.items()):
+            epochs = sorted(history)
+            for name in names:
+                colour = colours[(k * len(STATS) + STATS.index(name)) % len(colours)]
+                for stage in stages:
+                    key = f"{stage}_{name}"
+                    points = [(e, history[e][key]) for e in epochs if key in history[e]]
+                    if points:
+                        xs, ys = zip(*points, strict=True)
+                        ax.plot(xs, ys, "-" if stage == "train" else "--", marker="o", markersize=3, color=colour,
+                                label=" ".join(filter(None, (label, stage, name))))
         if "alpha" in names:
             ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
         ax.set_title(panel_title, fontsize=9)
@@ -101,7 +104,7 @@ class PolicyChart(pl.Callback):
         from visionkit.utils.viz import save_figure
 
         epoch = trainer.current_epoch
-        fig = policy_figure(self.history, f"noise-mask policy up to epoch {epoch}")
+        fig = policy_figure({"": self.history}, f"noise-mask policy up to epoch {epoch}")
         path = save_figure(fig, Path(trainer.log_dir) / "images" / "val" / f"epoch{epoch:03d}_policy.png")
         self.saved.append(path)
         for logger in trainer.loggers:
