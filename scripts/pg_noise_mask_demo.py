@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = ("pretrain_acc", "noisy_acc", "unseen_acc", "mask_mean", "mask_std", "alpha", "beta")
-QUICK = {"epochs": 1, "finetune_epochs": 1, "train_per_class": 1, "eval_per_class": 1, "batch_size": 6}
+QUICK = {"epochs": 1, "finetune_epochs": 1, "train_per_class": 1, "val_per_class": 1, "test_per_class": 1, "batch_size": 6}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.05, help="pretraining SGD lr (the policy's is a tenth)")
     p.add_argument("--finetune-lr", type=float, default=0.01, help="fine-tuning SGD lr (linear warm-up over 70 %%)")
     p.add_argument("--train-per-class", type=int, default=150, help="pretraining images per class (12 classes)")
-    p.add_argument("--eval-per-class", type=int, default=50, help="val and test images per class")
+    p.add_argument("--val-per-class", type=int, default=50, help="validation images per class")
+    p.add_argument("--test-per-class", type=int, default=None, help="test images per class (default 50; unseen 100)")
     p.add_argument("--shots", type=int, default=10, help="fine-tuning images per unseen class (6 classes)")
     p.add_argument("--batch-size", type=int, default=64, help="pretraining batch (fine-tuning: 16)")
     p.add_argument("--backbone", default="test_resnet", help="timm classifier")
@@ -48,10 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     vars(args).update(QUICK if args.quick else {})
-    if min(args.epochs, args.finetune_epochs, args.train_per_class, args.eval_per_class, args.shots, args.seeds) < 1:
-        p.error("epochs, finetune-epochs, train-per-class, eval-per-class, shots and seeds must be positive")
-    if args.batch_size < 2:
-        p.error(f"--batch-size must be at least 2 (the policy's BatchNorm1d heads), got {args.batch_size}")
+    counts = (args.epochs, args.finetune_epochs, args.train_per_class, args.val_per_class, args.test_per_class or 1, args.shots)
+    if min(*counts, args.seeds) < 1 or args.batch_size < 2:  # batch >= 2: the policy's BatchNorm1d heads
+        p.error("epochs, finetune-epochs, train/val/test-per-class, shots and seeds must be positive, batch-size >= 2")
     return args
 
 
@@ -67,7 +67,7 @@ def run_seed(args: argparse.Namespace, seed: int, out: Path) -> tuple[list[dict[
 
     common = {"backbone": args.backbone, "in_channels": 1, "image_size": 32, "normalize_input": True,
               "optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4}
-    data = {"val_per_class": args.eval_per_class, "test_per_class": args.eval_per_class, "image_size": 32, "seed": seed}
+    data = {"val_per_class": args.val_per_class, "test_per_class": args.test_per_class, "image_size": 32, "seed": seed}
     heat = {"grid": args.grid, "kernel_size": args.kernel_size, "sigma": args.sigma, "policy_trunk": args.policy_trunk,
             "classifier_lr_step": args.epochs}  # StepLR never fires within the run: constant lr, as the plain arm's
     rows, extras, progress = [], {}, not args.no_progress
