@@ -15,6 +15,7 @@ from visionkit.data.datamodules import (
 )
 from visionkit.methods.delta_activation import DeltaActivationTask
 from visionkit.methods.layer_masking import LayerMaskingTask
+from visionkit.methods.pg_noise_mask import NoiseMaskTask
 from visionkit.methods.unipt import UniPTRetrievalTask, UniPTTask
 from visionkit.tasks import ClassificationTask, RetrievalBase, RetrievalTask, VideoClassificationTask
 
@@ -28,6 +29,7 @@ CASES = {
     "unipt_retrieval": (UniPTRetrievalTask, {"asset": "clip_shapes_tiny"}),
     "video_classification": (VideoClassificationTask, {}),
     "delta_activation": (DeltaActivationTask, {"sparsity_weight": 1e-3}),
+    "pg_noise_mask": (NoiseMaskTask, {"grid": 8, "kernel_size": 3, "sigma": 0.75, "policy_trunk": "test_resnet"}),
 }
 
 
