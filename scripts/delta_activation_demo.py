@@ -8,7 +8,7 @@ Prints accuracy, temporal density (nonzero deltas / deltas, first frame excluded
 and the mean step per arm, and the baseline's plain activation density; writes ``delta_demo.json`` and
 ``delta_demo.png`` (density per layer of both arms) under ``--out``.
 
-    python scripts/delta_activation_demo.py --out runs/delta      # ~5 min on 2 CPU cores
+    python scripts/delta_activation_demo.py --out runs/delta      # ~7 min on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="parent folder: each run writes a new <out>/run_NNN")
     p.add_argument("--baseline-epochs", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of each delta arm")
-    p.add_argument("--weight", type=float, default=1e-3, help="sparsity weight of the 'dal' arm")
+    p.add_argument("--weight", type=float, default=2e-3, help="sparsity weight of the 'dal' arm")
+    p.add_argument("--step-lr-scale", type=float, default=30.0, help="learning rate of the steps, as a multiple of lr")
     p.add_argument("--threshold", type=float, default=0.25, help="initial quantisation step of every layer")
     p.add_argument("--frames", type=int, default=4, help="frames per clip")
     p.add_argument("--train-clips", type=int, default=3000)
@@ -61,7 +62,7 @@ def run_demo(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
         seed_arm(args.seed)
         task = DeltaActivationTask(
             backbone="test_resnet", checkpoint_path=str(checkpoint), num_classes=10, image_size=32,
-            sparsity_weight=weight, threshold_init=args.threshold, lr=1e-3, weight_decay=0.0, warmup_epochs=0.0,
+            sparsity_weight=weight, threshold_init=args.threshold, step_lr_scale=args.step_lr_scale, lr=1e-3, weight_decay=0.0, warmup_epochs=0.0,
         )
         metrics, seconds = fit_and_test(task, data(), args.epochs, out, arm, progress)
         steps = [float(layer.step().mean()) for layer in task.layers().values()]

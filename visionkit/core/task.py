@@ -149,6 +149,12 @@ class VisionTask(pl.LightningModule, ABC):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the task class (as ``visionkit fit`` does) so checkpoints of Python-API runs load by path too."""
+        hparams = checkpoint.get("hyper_parameters")
+        if isinstance(hparams, dict) and "_class_path" not in hparams and type(self).__module__.startswith("visionkit."):
+            hparams["_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
     # ---- optimisation -----------------------------------------------------------------
     def parameter_report(self) -> ParameterCount:
         """Trainable and total parameters of the task's model."""

@@ -153,7 +153,7 @@ def test_a_trainer_checkpoint_loads_with_load_task(tmp_path: Path) -> None:
                             enable_model_summary=False, accelerator="cpu", devices=1, max_steps=1)
     trainer.fit(task, data)
     trainer.save_checkpoint(tmp_path / "lm.ckpt")
-    loaded = load_task(tmp_path / "lm.ckpt", LayerMaskingTask)
+    loaded = load_task(tmp_path / "lm.ckpt")  # the task records its class, as CLI checkpoints do
     assert isinstance(loaded, LayerMaskingTask) and loaded.hparams.removal_fractions == [0.0, 0.3]
     for (name, a), (_, b) in zip(task.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name

@@ -44,7 +44,7 @@ class DeltaActivationTask(ClassifierBase):
         sparsity_weight: float = 1e-4,
         threshold_init: float = 0.25,
         official_gradient: bool = True,
-        step_lr_scale: float = 10.0,
+        step_lr_scale: float = 30.0,
         **kwargs: Any,
     ) -> None:
         if sparsity_weight < 0:
