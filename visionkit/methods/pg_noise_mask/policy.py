@@ -22,6 +22,15 @@ def _head(features: int, cells: int) -> nn.Sequential:
     )
 
 
+def _global_batch_mean(u: Tensor) -> Tensor:
+    """``u.mean(0, keepdim=True)`` over the batches of every process (under DDP), so the prior is the same EMA on each rank."""
+    mean = u.mean(0, keepdim=True)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(mean)
+        mean = mean / torch.distributed.get_world_size()
+    return mean
+
+
 class NoisePolicy(nn.Module):
     """Beta logits ``(B, G^2)`` per cell from the clean (normalised) image ``(B, C, S, S)``.
 
@@ -98,7 +107,7 @@ class NoisePolicy(nn.Module):
         if self.training:
             with torch.no_grad():
                 for buffer, u in ((self.base_alpha, u_alpha), (self.base_beta, u_beta)):
-                    new = self.momentum * buffer + (1.0 - self.momentum) * u.detach().mean(0, keepdim=True)
+                    new = self.momentum * buffer + (1.0 - self.momentum) * _global_batch_mean(u.detach())
                     buffer.copy_(new)
         return alpha_logits, beta_logits
 
