@@ -19,6 +19,7 @@ from visionkit.data.datamodules.synthetic_video import MovingDigitsDataModule, S
 from visionkit.data.datamodules.temporal_actions import TemporalActionDataModule
 from visionkit.data.datamodules.video_base import VideoDataModule
 from visionkit.data.datamodules.video_folder import VideoFolderDataModule
+from visionkit.data.datamodules.voc import VOCSegmentationDataModule
 
 __all__ = [
     "CaptionCSVDataModule",
@@ -34,6 +35,7 @@ __all__ = [
     "SyntheticShapesDataModule",
     "SyntheticTALDataModule",
     "TemporalActionDataModule",
+    "VOCSegmentationDataModule",
     "VideoDataModule",
     "VideoFolderDataModule",
     "VisionDataModule",

@@ -19,9 +19,19 @@ from visionkit.data.datasets.temporal_actions import TemporalActionFeatures, Tem
 from visionkit.data.datasets.video_base import VideoDataset
 from visionkit.data.datasets.video_folder import VideoFolder
 from visionkit.data.datasets.video_sources import FrameFolder, VideoFile, VideoSource, open_video
+from visionkit.data.datasets.voc import (
+    VOC_CLASSES,
+    VOC_FOREGROUND,
+    VOCFileError,
+    VOCSegmentation,
+    colorize,
+    voc_palette,
+)
 
 __all__ = [
     "SHAPES",
+    "VOC_CLASSES",
+    "VOC_FOREGROUND",
     "CaptionCSV",
     "CaptionDataset",
     "FrameFolder",
@@ -39,13 +49,17 @@ __all__ = [
     "TemporalActionFeatures",
     "TemporalActionVideos",
     "UnlabelledImages",
+    "VOCFileError",
+    "VOCSegmentation",
     "VideoAnnotation",
     "VideoDataset",
     "VideoFile",
     "VideoFolder",
     "VideoSource",
     "VisionDataset",
+    "colorize",
     "open_video",
     "read_activitynet_json",
     "read_image",
+    "voc_palette",
 ]
