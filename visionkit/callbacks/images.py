@@ -31,6 +31,33 @@ def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Tensor:
     return grid
 
 
+def run_dir(trainer: pl.Trainer) -> Path | None:
+    """The run folder (``trainer.log_dir``), or ``None`` without a logger.
+
+    Under DDP ``trainer.log_dir`` is a broadcast from rank 0, a collective: call this on **every** rank
+    (in the hook itself), then hand the path to the rank-zero writer. Asking inside a
+    ``rank_zero_only`` function hangs the run.
+    """
+    if not trainer.loggers:
+        return None
+    log_dir = trainer.log_dir
+    return None if log_dir is None else Path(log_dir)
+
+
+def add_png(trainer: pl.Trainer, path: str | Path, tag: str) -> None:
+    """Add the PNG at ``path`` to every TensorBoard-like logger of ``trainer`` under ``tag``."""
+    experiments = [getattr(logger, "experiment", None) for logger in trainer.loggers]
+    experiments = [e for e in experiments if hasattr(e, "add_image")]
+    if not experiments:
+        return
+    import numpy as np
+    from PIL import Image
+
+    image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+    for experiment in experiments:
+        experiment.add_image(tag, image, global_step=trainer.global_step)
+
+
 class ImageLogger(pl.Callback):
     """Render the first batch of validation / test / predict with ``pl_module.visualize``.
 
@@ -49,9 +76,7 @@ class ImageLogger(pl.Callback):
         self.saved: list[Path] = []
 
     def _log_dir(self, trainer: pl.Trainer) -> Path | None:
-        if trainer.sanity_checking or not trainer.loggers or trainer.log_dir is None:
-            return None
-        return Path(trainer.log_dir)
+        return None if trainer.sanity_checking else run_dir(trainer)
 
     def _render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, outputs: Any, stage: str) -> None:
         log_dir = self._log_dir(trainer)  # a collective under DDP: every rank must ask

@@ -7,18 +7,20 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 
+from visionkit.callbacks.images import add_png, run_dir
+
 
 class DensityChart(pl.Callback):
     """After each validation, draw ``val_density/<layer>`` (nonzero deltas / deltas) and the step ``theta/<layer>``
     per layer into ``<log_dir>/images/val/epoch{E:03d}_density.png`` and TensorBoard (``val/density``)."""
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.loggers or trainer.log_dir is None:
-            return
-        self._draw(trainer)
+        log_dir = None if trainer.sanity_checking else run_dir(trainer)  # every rank asks (a collective under DDP)
+        if log_dir is not None:
+            self._draw(trainer, log_dir)
 
     @rank_zero_only
-    def _draw(self, trainer: pl.Trainer) -> None:
+    def _draw(self, trainer: pl.Trainer, log_dir: Path) -> None:
         from visionkit.utils.viz import pyplot, save_figure
 
         metrics = trainer.callback_metrics
@@ -40,14 +42,6 @@ class DensityChart(pl.Callback):
             axes[1, 0].set_ylabel("step |theta|")
         axes[-1, 0].set_xticks(range(len(names)), names, rotation=90, fontsize=6)
         fig.tight_layout()
-        path = Path(trainer.log_dir) / "images" / "val" / f"epoch{trainer.current_epoch:03d}_density.png"
+        path = log_dir / "images" / "val" / f"epoch{trainer.current_epoch:03d}_density.png"
         save_figure(fig, path)
-        for logger in trainer.loggers:
-            experiment = getattr(logger, "experiment", None)
-            if hasattr(experiment, "add_image"):
-                import numpy as np
-                import torch
-                from PIL import Image
-
-                image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
-                experiment.add_image("val/density", image, global_step=trainer.global_step)
+        add_png(trainer, path, "val/density")

@@ -18,6 +18,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 
+from visionkit.callbacks.images import run_dir
 from visionkit.methods.layer_masking.protocols import MaskingProtocols
 from visionkit.utils.viz import pyplot, save_figure
 
@@ -77,7 +78,9 @@ class MaskingProtocolEvaluator(pl.Callback):
             pl_module.log(f"{stage}_entropy_{row['fill']}_{pct:02d}", row["entropy"], sync_dist=False)
         for row in results["leakage"]:
             pl_module.log(f"{stage}_leak_{row['fill']}", row["leak"], sync_dist=False)
-        self._write(trainer, stage, results)
+        log_dir = run_dir(trainer)  # every rank asks: a collective under DDP
+        if log_dir is not None:
+            self._write(trainer, stage, results, log_dir)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Reset the counters when this validation loop runs the protocols."""
@@ -107,10 +110,8 @@ class MaskingProtocolEvaluator(pl.Callback):
 
     # ---- files ----------------------------------------------------------------------------
     @rank_zero_only
-    def _write(self, trainer: pl.Trainer, stage: str, results: dict[str, Any]) -> None:
-        if not trainer.loggers or trainer.log_dir is None:
-            return
-        folder = Path(trainer.log_dir) / "layer_masking"
+    def _write(self, trainer: pl.Trainer, stage: str, results: dict[str, Any], log_dir: Path) -> None:
+        folder = log_dir / "layer_masking"
         epoch = trainer.current_epoch
         stem = f"{stage}_epoch{epoch:03d}"
         region = results["region"]

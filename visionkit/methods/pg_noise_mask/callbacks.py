@@ -12,6 +12,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 
+from visionkit.callbacks.images import add_png, run_dir
+
 #: the logged statistics (``train_<name>``: the policy's draws; ``val_<name>``: the prior's mask).
 STATS = ("alpha", "beta", "expected_m", "mask_mean", "mask_std")
 #: panels of the chart: title, y label, the statistics drawn in it.
@@ -96,26 +98,19 @@ class PolicyChart(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._record(trainer, "train")  # the epoch values of this epoch are there by now; validation ran before
-        if trainer.loggers and trainer.log_dir is not None and self.history:  # log_dir: a collective under DDP
-            self._draw(trainer)
+        log_dir = run_dir(trainer)  # every rank asks: a collective under DDP
+        if log_dir is not None and self.history:
+            self._draw(trainer, log_dir)
 
     @rank_zero_only
-    def _draw(self, trainer: pl.Trainer) -> None:
+    def _draw(self, trainer: pl.Trainer, log_dir: Path) -> None:
         from visionkit.utils.viz import save_figure
 
         epoch = trainer.current_epoch
         fig = policy_figure({"": self.history}, f"noise-mask policy up to epoch {epoch}")
-        path = save_figure(fig, Path(trainer.log_dir) / "images" / "val" / f"epoch{epoch:03d}_policy.png")
+        path = save_figure(fig, log_dir / "images" / "val" / f"epoch{epoch:03d}_policy.png")
         self.saved.append(path)
-        for logger in trainer.loggers:
-            experiment = getattr(logger, "experiment", None)
-            if hasattr(experiment, "add_image"):
-                import numpy as np
-                import torch
-                from PIL import Image
-
-                image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
-                experiment.add_image("val/policy", image, global_step=trainer.global_step)
+        add_png(trainer, path, "val/policy")
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": {int(e): dict(v) for e, v in self.history.items()}}
