@@ -8,7 +8,6 @@ import json
 import re
 
 import pytest
-import torch
 
 from tests.conftest import REPO
 
@@ -23,10 +22,7 @@ def load(name: str):
     return module
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny kernels: a second thread only adds synchronisation on a busy 2-core machine."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("seeded_single_thread")
 
 
 def test_quick_demo_writes_a_run_folder_with_every_arm(tmp_path, capsys) -> None:

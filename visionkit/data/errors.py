@@ -7,6 +7,7 @@ Each can also be built from one message string: a DataLoader re-raises an error 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from visionkit.errors import VisionkitError, worker_message
 
@@ -44,13 +45,16 @@ class ImageReadError(VisionkitError, OSError):
         super().__init__(f"unreadable image '{path}': {first}")
 
 
-class CaptionFileError(VisionkitError, ValueError):
-    """A caption file (CSV or JSON) that is malformed or names a missing image, in one line.
+class FileContentError(VisionkitError, ValueError):
+    """A data file whose content is malformed, in one line naming the file (``kind`` says which sort of file).
 
     Args:
-        path: the caption file.
+        path: the file.
         problem: what is wrong and what was expected (newlines are folded into spaces).
     """
+
+    #: how the message names the file, e.g. ``"caption file"``.
+    kind: ClassVar[str] = "file"
 
     def __init__(self, path: str | Path, problem: str | None = None) -> None:
         if problem is None:  # rebuilt by a DataLoader from the message of a worker process
@@ -58,7 +62,13 @@ class CaptionFileError(VisionkitError, ValueError):
             super().__init__(worker_message(str(path)))
             return
         self.path = Path(path)
-        super().__init__(f"caption file '{path}': {' '.join(problem.splitlines())}")
+        super().__init__(f"{self.kind} '{path}': {' '.join(problem.splitlines())}")
+
+
+class CaptionFileError(FileContentError):
+    """A caption file (CSV or JSON) that is malformed or names a missing image, in one line."""
+
+    kind = "caption file"
 
 
 class VideoReadError(VisionkitError, OSError):
@@ -100,19 +110,9 @@ class FeatureReadError(VideoReadError):
         return str(self.args[0])
 
 
-class AnnotationError(VisionkitError, ValueError):
-    """A temporal annotation file (ActivityNet-style JSON) that is malformed, in one line.
+class AnnotationError(FileContentError):
+    """A temporal annotation file (ActivityNet-style JSON) that is malformed, in one line (the problem names
+    the video id and annotation index)."""
 
-    Args:
-        path: the annotation file.
-        problem: what is wrong, naming the video id and annotation index, and what was expected.
-    """
-
-    def __init__(self, path: str | Path, problem: str | None = None) -> None:
-        if problem is None:  # rebuilt by a DataLoader from the message of a worker process
-            self.path = None
-            super().__init__(worker_message(str(path)))
-            return
-        self.path = Path(path)
-        super().__init__(f"annotation file '{path}': {' '.join(problem.splitlines())}")
+    kind = "annotation file"
 

@@ -22,14 +22,7 @@ from visionkit.methods.pg_noise_mask import (
 G, B = 8, 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these kernels are tiny, and two threads spin against each other (and against
-    any training on the machine), which made a 4-image forward of the trunk 50x slower on 2 busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_single_thread")
 
 
 def log_probs(seed: int = 0) -> torch.Tensor:

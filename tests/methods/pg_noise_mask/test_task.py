@@ -32,10 +32,7 @@ SMALL = ["--model.init_args.grid", "8", "--model.init_args.kernel_size", "3", "-
          "--trainer.enable_model_summary", "false"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny kernels: a second thread only adds synchronisation on a busy 2-core machine."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("seeded_single_thread")
 
 
 def make_task(**kwargs) -> NoiseMaskTask:

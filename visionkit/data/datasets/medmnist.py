@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from visionkit.data.datasets.base import VisionDataset
-from visionkit.data.errors import DatasetNotFoundError
-from visionkit.errors import VisionkitError, check_choice, worker_message
+from visionkit.data.errors import DatasetNotFoundError, FileContentError
+from visionkit.errors import check_choice
 
 #: The splits of a MedMNIST file, in order.
 MEDMNIST_SPLITS = ("train", "val", "test")
@@ -42,21 +42,10 @@ LAYOUT = (
 LUMA = (0.299, 0.587, 0.114)
 
 
-class MedMNISTFileError(VisionkitError, ValueError):
-    """A MedMNIST ``.npz`` file with a missing key or arrays of the wrong kind, in one line.
+class MedMNISTFileError(FileContentError):
+    """A MedMNIST ``.npz`` file with a missing key or arrays of the wrong kind, in one line."""
 
-    Args:
-        path: the ``.npz`` file.
-        problem: what is wrong and what was expected.
-    """
-
-    def __init__(self, path: str | Path, problem: str | None = None) -> None:
-        if problem is None:  # rebuilt by a DataLoader from the message of a worker process
-            self.path = None
-            super().__init__(worker_message(str(path)))
-            return
-        self.path = Path(path)
-        super().__init__(f"MedMNIST file '{path}': {' '.join(problem.splitlines())}")
+    kind = "MedMNIST file"
 
 
 @dataclass(frozen=True)

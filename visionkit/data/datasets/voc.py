@@ -31,10 +31,10 @@ from torchvision.transforms import InterpolationMode
 from visionkit.data.datasets.base import VisionDataset
 from visionkit.data.datasets.decode import read_image
 from visionkit.data.datasets.video_base import sample_generator
-from visionkit.data.errors import DatasetNotFoundError, ImageReadError
+from visionkit.data.errors import DatasetNotFoundError, FileContentError, ImageReadError
 from visionkit.data.samplers import split_key
 from visionkit.data.transforms import ClipAugment, resize_frames
-from visionkit.errors import ConfigValueError, VisionkitError, check_choice, worker_message
+from visionkit.errors import ConfigValueError, check_choice
 
 __all__ = [
     "LAYOUT",
@@ -106,21 +106,10 @@ def colorize(mask: Tensor | np.ndarray):
     return image
 
 
-class VOCFileError(VisionkitError, ValueError):
-    """A VOC mask file with the wrong kind of pixels, labels or size, in one line naming the file.
+class VOCFileError(FileContentError):
+    """A VOC mask file with the wrong kind of pixels, labels or size, in one line naming the file."""
 
-    Args:
-        path: the mask file.
-        problem: what is wrong and what was expected.
-    """
-
-    def __init__(self, path: str | Path, problem: str | None = None) -> None:
-        if problem is None:  # rebuilt by a DataLoader from the message of a worker process
-            self.path = None
-            super().__init__(worker_message(str(path)))
-            return
-        self.path = Path(path)
-        super().__init__(f"VOC mask '{path}': {' '.join(problem.splitlines())}")
+    kind = "VOC mask"
 
 
 def read_voc_mask(path: str | Path, num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
