@@ -53,6 +53,8 @@ class VisionTask(pl.LightningModule, ABC):
         momentum: SGD momentum.
         scheduler: ``"cosine"`` (linear warm-up, then cosine decay to 0, stepped per batch) or ``"none"``.
         warmup_epochs: warm-up length in epochs (fractions allowed).
+        warmup_start_factor: the warm-up's first-step factor of ``lr``, rising linearly to 1 (torch's
+            ``LinearLR(start_factor)``, stepped per batch); ``None``: ``1 / (warmup steps + 1)``.
     """
 
     #: constructor arguments left out of ``hparams``.
@@ -73,12 +75,15 @@ class VisionTask(pl.LightningModule, ABC):
         momentum: float = 0.9,
         scheduler: Literal["cosine", "none"] = "cosine",
         warmup_epochs: float = 1.0,
+        warmup_start_factor: float | None = None,
     ) -> None:
         super().__init__()
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
         check_choice("optimizer", optimizer, ("adamw", "sgd"))
         check_choice("scheduler", scheduler, ("cosine", "none"))
+        if warmup_start_factor is not None and not 0 < warmup_start_factor <= 1:
+            raise ValueError(f"warmup_start_factor must be in (0, 1], got {warmup_start_factor}")
         self.save_hyperparameters(ignore=list(self.ignore))
         self.configure_models()
         self.configure_losses()
@@ -186,7 +191,8 @@ class VisionTask(pl.LightningModule, ABC):
 
         def factor(step: int) -> float:
             if step < warmup:
-                return (step + 1) / (warmup + 1)
+                start = hp.get("warmup_start_factor")
+                return (step + 1) / (warmup + 1) if start is None else start + (1.0 - start) * step / warmup
             progress = (step - warmup) / max(total - warmup, 1)
             return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 

@@ -200,6 +200,26 @@ def test_stage_two_loads_the_heated_classifier_without_the_policy(heated: Path) 
     assert not any("policy" in k or "masker" in k for k in task.state_dict())
 
 
+def test_stage_two_can_start_its_warm_up_at_the_official_hundredth_of_the_lr(monkeypatch) -> None:
+    """Oracle 11: the official fine-tune warms up with LinearLR(start_factor=0.01), so its first lr is 1e-5 at lr 1e-3."""
+    task = ClassificationTask(backbone="test_resnet", num_classes=6, image_size=32, lr=1e-3, optimizer="sgd",
+                              warmup_epochs=7, warmup_start_factor=0.01)
+    monkeypatch.setattr(Trainer, "estimated_stepping_batches", property(lambda self: 40))  # 10 epochs of 4 steps
+    task.trainer = Trainer(max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    config = task.configure_optimizers()
+    opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)
+    lrs = []
+    for _ in range(28):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[14] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 14 / 28)  # linear to the full lr over 7 x 4 steps
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)  # warm-up done: cosine from the peak
+    with pytest.raises(ValueError, match="warmup_start_factor must be in"):
+        ClassificationTask(backbone="test_resnet", num_classes=6, warmup_start_factor=0.0)
+
+
 # ---- one-line errors -----------------------------------------------------------------------------------
 
 
@@ -210,7 +230,8 @@ def test_stage_two_loads_the_heated_classifier_without_the_policy(heated: Path) 
      ({"image_size": None}, r"^NoiseMaskTask needs image_size"),
      ({"estimator": "adversarial"}, r"^estimator must be 'faithful', 'reinforce' or 'random', got 'adversarial'$"),
      ({"policy_lr_scale": 0.0}, r"^policy_lr_scale must be positive"),
-     ({"classifier_lr_step": 0}, r"^classifier_lr_step must be a positive")],
+     ({"classifier_lr_step": 0}, r"^classifier_lr_step must be a positive"),
+     ({"warmup_epochs": 2.0}, r"^NoiseMaskTask has no warm-up .*warmup_epochs must be 0, got 2.0$")],
 )
 def test_bad_settings_are_one_line(kwargs: dict, message: str) -> None:
     with pytest.raises(PGNoiseMaskError, match=message) as exc:

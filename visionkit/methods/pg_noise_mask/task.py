@@ -52,7 +52,7 @@ class NoiseMaskTask(ClassifierBase):
     Schedules (both per epoch, ``scheduler="cosine"``, the default): the classifier's learning rate
     falls by 10 every ``classifier_lr_step`` epochs (StepLR), the policy's follows a cosine from
     ``lr * policy_lr_scale`` to 0 over ``max_epochs`` (official); ``scheduler="none"`` keeps both
-    constant. ``warmup_epochs`` is not used. ``trainer.global_step`` counts classifier steps (one
+    constant. There is no warm-up (``warmup_epochs`` must be 0, its default here). ``trainer.global_step`` counts classifier steps (one
     per batch), as in a plain classifier run. A training batch of one image is skipped (the policy's
     BatchNorm1d heads need two; the official loader drops incomplete batches).
 
@@ -88,6 +88,7 @@ class NoiseMaskTask(ClassifierBase):
         policy_lr_scale: float = 0.1,
         classifier_lr_step: int = 30,
         normalize_input: bool = True,
+        warmup_epochs: float = 0.0,
         **kwargs: Any,
     ) -> None:
         check_choice("estimator", estimator, ESTIMATORS, PGNoiseMaskError)
@@ -95,6 +96,11 @@ class NoiseMaskTask(ClassifierBase):
         if image_size is None:
             raise PGNoiseMaskError(
                 f"{type(self).__name__} needs image_size (the mask's side): give it, or let the CLI link it from the data"
+            )
+        if warmup_epochs or kwargs.get("warmup_start_factor") is not None:
+            raise PGNoiseMaskError(
+                f"{type(self).__name__} has no warm-up (the official per-epoch StepLR / cosine schedules start at the "
+                f"full lr): warmup_epochs must be 0, got {warmup_epochs}"
             )
         if grid < 1:
             raise PGNoiseMaskError(f"grid must be a positive integer, got {grid}")
@@ -109,7 +115,7 @@ class NoiseMaskTask(ClassifierBase):
                 "not the normalised image (towards the normalisation mean) as the method does",
                 stacklevel=2,
             )
-        super().__init__(normalize_input=normalize_input, **kwargs)
+        super().__init__(normalize_input=normalize_input, warmup_epochs=warmup_epochs, **kwargs)
         self._eval_batch = 0
         self.automatic_optimization = False  # one backward, two optimisers, two per-epoch schedules
 
