@@ -53,23 +53,12 @@ METRICS = {"classification": ["test_acc"], "retrieval": ["test_i2t_r1", "test_t2
 
 def classification_transfer(out_dir: str | Path, arms: Sequence[str] = tuple(CLASSIFICATION_ARMS), epochs: int = 15, seed: int = 0,
                             asset: str = "shapes_test_vit", num_train: int = 500, progress: bool = True) -> list[dict[str, Any]]:
-    """The shapes-pretrained tiny ViT moved to digits (32 px; ``num_train`` / 300 / 297 images), one row per arm.
+    """The shapes-pretrained tiny ViT moved to digits, one row per arm (:func:`visionkit.core.arms.digits_transfer`:
+    32 px, ``num_train`` / 300 / 297 images, memory ratios to full fine-tuning)."""
+    from visionkit.core.arms import digits_transfer
 
-    Same asset weights and batches (64) for every arm, tested after the last epoch; memory ratios are to the
-    ``full`` arm. Writes ``classification.json``/``.png``.
-    """
-    from visionkit.core.arms import arm_builders, run_arms
-    from visionkit.data.datamodules import DigitsDataModule
-    from visionkit.utils.arm_report import write_arm_report
-
-    def make_data() -> DigitsDataModule:
-        return DigitsDataModule(num_train=num_train, num_val=300, num_test=297, batch_size=64, image_size=32, seed=seed)
-
-    builders = arm_builders(CLASSIFICATION_ARMS, arms, asset=asset, num_classes=10, image_size=32, warmup_epochs=1.0)
-    rows = run_arms(builders, make_data, epochs, seed, out_dir, "full", progress)
-    title = f"{asset} -> digits ({num_train} train images, {epochs} epochs, seed {seed})"
-    write_arm_report(rows, out_dir, "classification", "test_acc", "test accuracy", title, highlight="unipt")
-    return rows
+    return digits_transfer(CLASSIFICATION_ARMS, arms, out_dir, epochs=epochs, seed=seed, asset=asset, num_train=num_train,
+                           highlight="unipt", progress=progress)
 
 
 def retrieval_transfer(out_dir: str | Path, arms: Sequence[str] = DEFAULT_RETRIEVAL_ARMS, epochs: int = 30, seed: int = 0,
@@ -110,32 +99,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> None:
     """Check the options, then run each chosen demo into one fresh run folder and print its table."""
-    from visionkit.core.arms import ArmError
+    from visionkit.core.arms import check_positive, chosen_arms
     from visionkit.utils.arm_report import markdown_table
-    from visionkit.utils.runs import check_out, new_run_dir
+    from visionkit.utils.runs import run_dir_or_nothing
 
     demos = DEMOS if args.demo == "both" else (args.demo,)
     known = {"classification": CLASSIFICATION_ARMS, "retrieval": RETRIEVAL_ARMS}
     defaults = {"classification": tuple(CLASSIFICATION_ARMS), "retrieval": DEFAULT_RETRIEVAL_ARMS}
-    arms = None if args.arms is None else [a.strip() for a in args.arms.split(",") if a.strip()]
-    if arms is not None:
-        valid = {a for d in demos for a in known[d]}
-        unknown = [a for a in arms if a not in valid]
-        if unknown or not arms:
-            raise ArmError(f"--arms {unknown or args.arms!r} not known; choose from {sorted(valid)}")
-    for flag, value in (("--epochs", args.epochs), ("--num-train", args.num_train)):
-        if value is not None and value < 1:
-            raise ArmError(f"{flag} must be a positive integer, got {value}")
-    check_out(args.out)
-    out = new_run_dir(args.out)
-    for demo in demos:
-        chosen = [a for a in (arms or defaults[demo]) if a in known[demo]]
-        if not chosen:
-            continue
-        transfer = classification_transfer if demo == "classification" else retrieval_transfer
-        kwargs = {k: v for k, v in (("epochs", args.epochs), ("num_train", args.num_train)) if v}
-        rows = transfer(out, arms=chosen, seed=args.seed, progress=not args.no_progress, **kwargs)
-        print(f"\n**{demo}** ({out})\n\n{markdown_table(rows, METRICS[demo])}\n")
+    arms = chosen_arms(args.arms, {d: known[d] for d in demos})
+    check_positive(epochs=args.epochs, num_train=args.num_train)
+    with run_dir_or_nothing(args.out) as out:
+        for demo in demos:
+            chosen = [a for a in (arms or defaults[demo]) if a in known[demo]]
+            if not chosen:
+                continue
+            transfer = classification_transfer if demo == "classification" else retrieval_transfer
+            kwargs = {k: v for k, v in (("epochs", args.epochs), ("num_train", args.num_train)) if v}
+            rows = transfer(out, arms=chosen, seed=args.seed, progress=not args.no_progress, **kwargs)
+            print(f"\n**{demo}** ({out})\n\n{markdown_table(rows, METRICS[demo])}\n")
     print(f"wrote {out}")
 
 

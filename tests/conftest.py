@@ -16,6 +16,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # never reach the hub, whatever a test build
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]
+#: torch threads per test: 2, or 1 per worker under pytest-xdist (``-n 2`` runs two tests at once on 2 cores).
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +29,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.chdir(tmp_path)
     torch.hub.set_dir(str(tmp_path / "hub"))
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture

@@ -11,13 +11,22 @@ from lightning.pytorch import Trainer
 from visionkit.data.datamodules import (
     MovingDigitsDataModule,
     SyntheticCaptionsDataModule,
+    SyntheticMultiShapesDataModule,
     SyntheticShapesDataModule,
 )
 from visionkit.methods.delta_activation import DeltaActivationTask
+from visionkit.methods.hst import HSTSegmentationTask, HSTTask
 from visionkit.methods.layer_masking import LayerMaskingTask
 from visionkit.methods.pg_noise_mask import NoiseMaskTask
 from visionkit.methods.unipt import UniPTRetrievalTask, UniPTTask
-from visionkit.tasks import ClassificationTask, RetrievalBase, RetrievalTask, VideoClassificationTask
+from visionkit.tasks import (
+    ClassificationTask,
+    RetrievalBase,
+    RetrievalTask,
+    SegmentationTask,
+    SegmenterBase,
+    VideoClassificationTask,
+)
 
 VIT = {"backbone": "test_vit", "backbone_kwargs": {"patch_size": 4}}
 CASES = {
@@ -29,6 +38,9 @@ CASES = {
     "unipt_retrieval": (UniPTRetrievalTask, {"asset": "clip_shapes_tiny"}),
     "video_classification": (VideoClassificationTask, {}),
     "delta_activation": (DeltaActivationTask, {"sparsity_weight": 1e-3}),
+    "hst": (HSTTask, {"backbone_kwargs": {"patch_size": 8}}),
+    "segmentation_full": (SegmentationTask, {"finetune": "full", **VIT}),
+    "hst_segmentation": (HSTSegmentationTask, {"backbone_kwargs": {"patch_size": 8}, "scale": 0.5}),
     "pg_noise_mask": (NoiseMaskTask, {"grid": 8, "kernel_size": 3, "sigma": 0.75, "policy_trunk": "test_resnet"}),
 }
 
@@ -43,6 +55,9 @@ def test_one_bf16_mixed_step_trains_and_validates(case: str, tmp_path) -> None:
     elif issubclass(cls, (VideoClassificationTask, DeltaActivationTask)):
         data = MovingDigitsDataModule(num_frames=4, num_train=8, num_val=8, num_test=8, batch_size=4, image_size=24)
         task = cls(num_classes=10, image_size=24, scheduler="none", **kwargs)
+    elif issubclass(cls, SegmenterBase):
+        data = SyntheticMultiShapesDataModule(num_classes=3, num_train=8, num_val=8, num_test=8, batch_size=8, image_size=32)
+        task = cls(num_classes=3, image_size=32, scheduler="none", **kwargs)
     else:
         data = SyntheticShapesDataModule(num_classes=3, num_train=8, num_val=8, num_test=8, batch_size=8)
         task = cls(num_classes=3, image_size=32, scheduler="none", **kwargs)

@@ -12,10 +12,10 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from visionkit.backbones.assets import load_asset
-from visionkit.backbones.factory import classifier_prefixes, create_backbone, input_normalization
+from visionkit.backbones.factory import classifier_prefixes, input_normalization
 from visionkit.core.task import VisionTask
 from visionkit.errors import check_choice
+from visionkit.tasks.networks import network_from_hparams
 from visionkit.tuners import BaseTuner, LoRATuner
 from visionkit.utils.viz import annotate
 
@@ -76,18 +76,7 @@ class ClassifierBase(VisionTask):
 
         Subclasses override this to rewrite the network (e.g. convert its layers).
         """
-        hp = self.hparams
-        if hp.get("asset"):
-            return load_asset(hp.asset, num_classes=hp.num_classes, in_chans=hp.in_channels)
-        return create_backbone(
-            hp.backbone,
-            pretrained=hp.pretrained,
-            checkpoint_path=hp.checkpoint_path,
-            num_classes=hp.num_classes,
-            in_chans=hp.in_channels,
-            image_size=hp.image_size,
-            **dict(hp.backbone_kwargs or {}),
-        )
+        return network_from_hparams(self.hparams, self.hparams.num_classes)
 
     @abstractmethod
     def adapt(self, net: nn.Module) -> nn.Module:

@@ -6,9 +6,11 @@ get their own ``version_N`` (or ``run_NNN``), and nothing of another run is over
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,17 @@ def new_run_dir(parent: str | Path, flag: str = "--out") -> Path:
     """``<parent>/run_NNN`` with the first free NNN (created; never an existing folder)."""
     check_out(parent, flag)
     return claim_numbered_dir(parent, "run_", width=3)
+
+
+@contextlib.contextmanager
+def run_dir_or_nothing(parent: str | Path, flag: str = "--out") -> Iterator[Path]:
+    """A :func:`new_run_dir` for a script's whole run, removed again if the run fails (no half-written folder)."""
+    out = new_run_dir(parent, flag)
+    try:
+        yield out
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def taken_indices(root: str | Path, prefix: str) -> list[int]:

@@ -2,9 +2,11 @@
 
 ``HST`` puts the hierarchical side network (``HSTSideNetwork``: meta tokens, T-Bridges, four side
 stages at strides 4, 8, 16, 32, BatchNorm1d + Linear head) on a frozen ViT; ``HST.pyramid`` gives
-the four side feature maps for dense-prediction heads.
+the four side feature maps for dense-prediction heads, and ``HSTSegmenter`` puts an FPN-lite decoder on them.
+``HSTTask`` and ``HSTSegmentationTask`` are the Lightning tasks.
 """
 
+from visionkit.methods.hst.decoder import HSTSegmenter, PyramidDecoder
 from visionkit.methods.hst.errors import HSTError
 from visionkit.methods.hst.features import HSTFeatures
 from visionkit.methods.hst.model import HST, default_block_indices, stage_layers
@@ -18,6 +20,7 @@ from visionkit.methods.hst.stages import (
     resize_tokens,
     side_widths,
 )
+from visionkit.methods.hst.task import HSTSegmentationTask, HSTTask
 
 __all__ = [
     "HST",
@@ -26,6 +29,10 @@ __all__ = [
     "STRIDES",
     "HSTError",
     "HSTFeatures",
+    "HSTSegmentationTask",
+    "HSTSegmenter",
+    "HSTTask",
+    "PyramidDecoder",
     "HSTSideNetwork",
     "SideBlock",
     "bridge_tokens",
