@@ -6,7 +6,7 @@
 
 Classification: the tiny ViT pretrained on SyntheticShapes (``assets/shapes_test_vit``) moved to digits by
 a linear probe, full fine-tuning, LoRA, UniPT and HST (official semantics, and the detached variant).
-Segmentation: the same ViT on SyntheticMultiShapes masks (several shapes per 32 px image, per-pixel
+Segmentation: the same ViT on SyntheticMultiShapes masks (several shapes per 64 px image, per-pixel
 classes), read by a linear head on its last layer (frozen, or fine-tuned in full) or by HST's side
 pyramid and FPN-lite decoder.
 
@@ -17,7 +17,6 @@ experiment; running an arm is :mod:`visionkit.core.arms`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,6 @@ from typing import Any
 from visionkit.errors import exit_on_user_error
 
 PROG = "hst_transfer"
-DEMOS = ("classification", "segmentation")
 CLASSIFY, SEGMENT = "visionkit.tasks.ClassificationTask", "visionkit.tasks.SegmentationTask"
 UNIPT = "visionkit.methods.unipt.UniPTTask"
 HST, HST_SEGMENT = "visionkit.methods.hst.HSTTask", "visionkit.methods.hst.HSTSegmentationTask"
@@ -53,7 +51,7 @@ def classification_transfer(out_dir: str | Path, arms: Sequence[str] = tuple(CLA
                             progress: bool = True) -> list[dict[str, Any]]:
     """The shapes-pretrained tiny ViT moved to digits, one row per arm (:func:`visionkit.core.arms.digits_transfer`:
     32 px, ``num_train`` / 300 / 297 images, memory ratios to full fine-tuning)."""
-    from visionkit.core.arms import digits_transfer
+    from visionkit.core.demos import digits_transfer
 
     return digits_transfer(CLASSIFICATION_ARMS, arms, out_dir, epochs=epochs, seed=seed, asset=asset, num_train=num_train,
                            highlight="hst", progress=progress)
@@ -62,8 +60,9 @@ def classification_transfer(out_dir: str | Path, arms: Sequence[str] = tuple(CLA
 def segmentation_transfer(out_dir: str | Path, arms: Sequence[str] = tuple(SEGMENTATION_ARMS), epochs: int = 15,
                           seed: int = 0, asset: str = "shapes_test_vit", num_train: int = 1000,
                           progress: bool = True) -> list[dict[str, Any]]:
-    """The shapes-pretrained tiny ViT on SyntheticMultiShapes masks (32 px, 4 classes + background, up to 3
-    shapes per image; ``num_train`` / 300 / 300 images), one row per arm; memory ratios to ``full_last``
+    """The shapes-pretrained tiny ViT on SyntheticMultiShapes masks (64 px: the ViT's 8 px patches on an 8x8 grid,
+    its position embedding resampled; 4 classes + background, up to 3 shapes per image; ``num_train`` / 300 / 300
+    images, batches of 32), one row per arm; memory ratios to ``full_last``
     (measured whether or not it is trained). Writes ``segmentation.json``/``.png``.
     """
     from visionkit.core.arms import arm_builders, run_arms
@@ -72,9 +71,9 @@ def segmentation_transfer(out_dir: str | Path, arms: Sequence[str] = tuple(SEGME
 
     def make_data() -> SyntheticMultiShapesDataModule:
         return SyntheticMultiShapesDataModule(num_classes=4, num_train=num_train, num_val=300, num_test=300,
-                                              batch_size=64, image_size=32, seed=seed)
+                                              batch_size=32, image_size=64, seed=seed)
 
-    common = {"asset": asset, "num_classes": 4, "image_size": 32, "warmup_epochs": 1.0}
+    common = {"asset": asset, "num_classes": 4, "image_size": 64, "warmup_epochs": 1.0}
     builders = arm_builders(SEGMENTATION_ARMS, arms, **common)
     reference = arm_builders(SEGMENTATION_ARMS, ["full_last"], **common)["full_last"]
     rows = run_arms(builders, make_data, epochs, seed, out_dir, reference, progress)
@@ -83,46 +82,24 @@ def segmentation_transfer(out_dir: str | Path, arms: Sequence[str] = tuple(SEGME
     return rows
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command-line arguments."""
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--demo", choices=(*DEMOS, "both"), default="both")
-    p.add_argument("--arms", default=None, help="comma-separated arms (default: every arm of the demo)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per arm (default: 15)")
-    p.add_argument("--num-train", type=int, default=None, help="training images (default: 500 digits / 1000 shapes)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="outputs/hst_transfer", help="parent of the run_NNN folder")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    return p.parse_args(argv)
+def demos() -> dict:
+    """The demos of this script (name -> :class:`visionkit.core.demos.TransferDemo`)."""
+    from visionkit.core.demos import TransferDemo
 
-
-def run(args: argparse.Namespace) -> None:
-    """Check the options, then run each chosen demo into one fresh run folder and print its table."""
-    from visionkit.core.arms import check_positive, chosen_arms
-    from visionkit.utils.arm_report import markdown_table
-    from visionkit.utils.runs import run_dir_or_nothing
-
-    demos = DEMOS if args.demo == "both" else (args.demo,)
-    known = {"classification": CLASSIFICATION_ARMS, "segmentation": SEGMENTATION_ARMS}
-    arms = chosen_arms(args.arms, {d: known[d] for d in demos})
-    check_positive(epochs=args.epochs, num_train=args.num_train)
-    with run_dir_or_nothing(args.out) as out:
-        for demo in demos:
-            chosen = [a for a in (arms or known[demo]) if a in known[demo]]
-            if not chosen:
-                continue
-            transfer = classification_transfer if demo == "classification" else segmentation_transfer
-            kwargs = {k: v for k, v in (("epochs", args.epochs), ("num_train", args.num_train)) if v}
-            rows = transfer(out, arms=chosen, seed=args.seed, progress=not args.no_progress, **kwargs)
-            print(f"\n**{demo}** ({out})\n\n{markdown_table(rows, METRICS[demo])}\n")
-    print(f"wrote {out}")
+    return {
+        "classification": TransferDemo(CLASSIFICATION_ARMS, classification_transfer, METRICS["classification"]),
+        "segmentation": TransferDemo(SEGMENTATION_ARMS, segmentation_transfer, METRICS["segmentation"]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: 0, or exit 2 with one ``hst_transfer: error:`` line on bad input."""
+    """Entry point: 0, or exit 2 with one ``hst_transfer: error:`` line on bad input (nothing written)."""
+    from visionkit.core.demos import demo_parser, run_demos
+
+    table = demos()
+    args = demo_parser(PROG, __doc__.split("\n\n")[0], table, "outputs/hst_transfer").parse_args(argv)
     with exit_on_user_error(PROG, extra=(FileExistsError,)):
-        run(parse_args(argv))
+        run_demos(args, table)
     return 0
 
 

@@ -17,7 +17,6 @@ tables below are the experiment; running an arm is :mod:`visionkit.core.arms`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,6 @@ from typing import Any
 from visionkit.errors import exit_on_user_error
 
 PROG = "unipt_transfer"
-DEMOS = ("classification", "retrieval")
 CLASSIFY, RETRIEVE = "visionkit.tasks.ClassificationTask", "visionkit.tasks.RetrievalTask"
 UNIPT, UNIPT_RETRIEVAL = "visionkit.methods.unipt.UniPTTask", "visionkit.methods.unipt.UniPTRetrievalTask"
 
@@ -55,7 +53,7 @@ def classification_transfer(out_dir: str | Path, arms: Sequence[str] = tuple(CLA
                             asset: str = "shapes_test_vit", num_train: int = 500, progress: bool = True) -> list[dict[str, Any]]:
     """The shapes-pretrained tiny ViT moved to digits, one row per arm (:func:`visionkit.core.arms.digits_transfer`:
     32 px, ``num_train`` / 300 / 297 images, memory ratios to full fine-tuning)."""
-    from visionkit.core.arms import digits_transfer
+    from visionkit.core.demos import digits_transfer
 
     return digits_transfer(CLASSIFICATION_ARMS, arms, out_dir, epochs=epochs, seed=seed, asset=asset, num_train=num_train,
                            highlight="unipt", progress=progress)
@@ -84,46 +82,24 @@ def retrieval_transfer(out_dir: str | Path, arms: Sequence[str] = DEFAULT_RETRIE
     return rows
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command-line arguments."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--demo", choices=(*DEMOS, "both"), default="both")
-    p.add_argument("--arms", default=None, help="comma-separated arms (default: every arm of the demo)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per arm (default: classification 15, retrieval 30)")
-    p.add_argument("--num-train", type=int, default=None, help="training images/pairs (default: 500 / 4000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="outputs/unipt_transfer", help="parent of the run_NNN folder")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    return p.parse_args(argv)
+def demos() -> dict:
+    """The demos of this script (name -> :class:`visionkit.core.demos.TransferDemo`)."""
+    from visionkit.core.demos import TransferDemo
 
-
-def run(args: argparse.Namespace) -> None:
-    """Check the options, then run each chosen demo into one fresh run folder and print its table."""
-    from visionkit.core.arms import check_positive, chosen_arms
-    from visionkit.utils.arm_report import markdown_table
-    from visionkit.utils.runs import run_dir_or_nothing
-
-    demos = DEMOS if args.demo == "both" else (args.demo,)
-    known = {"classification": CLASSIFICATION_ARMS, "retrieval": RETRIEVAL_ARMS}
-    defaults = {"classification": tuple(CLASSIFICATION_ARMS), "retrieval": DEFAULT_RETRIEVAL_ARMS}
-    arms = chosen_arms(args.arms, {d: known[d] for d in demos})
-    check_positive(epochs=args.epochs, num_train=args.num_train)
-    with run_dir_or_nothing(args.out) as out:
-        for demo in demos:
-            chosen = [a for a in (arms or defaults[demo]) if a in known[demo]]
-            if not chosen:
-                continue
-            transfer = classification_transfer if demo == "classification" else retrieval_transfer
-            kwargs = {k: v for k, v in (("epochs", args.epochs), ("num_train", args.num_train)) if v}
-            rows = transfer(out, arms=chosen, seed=args.seed, progress=not args.no_progress, **kwargs)
-            print(f"\n**{demo}** ({out})\n\n{markdown_table(rows, METRICS[demo])}\n")
-    print(f"wrote {out}")
+    return {
+        "classification": TransferDemo(CLASSIFICATION_ARMS, classification_transfer, METRICS["classification"]),
+        "retrieval": TransferDemo(RETRIEVAL_ARMS, retrieval_transfer, METRICS["retrieval"], DEFAULT_RETRIEVAL_ARMS),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: 0, or exit 2 with one ``unipt_transfer: error:`` line on bad input."""
+    """Entry point: 0, or exit 2 with one ``unipt_transfer: error:`` line on bad input (nothing written)."""
+    from visionkit.core.demos import demo_parser, run_demos
+
+    table = demos()
+    args = demo_parser(PROG, __doc__.split("\n\n")[0], table, "outputs/unipt_transfer").parse_args(argv)
     with exit_on_user_error(PROG, extra=(FileExistsError,)):
-        run(parse_args(argv))
+        run_demos(args, table)
     return 0
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 from pathlib import Path
+from types import ModuleType
 
 import lightning.pytorch as pl
 import pytest
@@ -16,8 +18,18 @@ from visionkit.utils.runs import epoch_values, read_metrics
 
 __all__ = [
     "FailAt", "KillAt", "PooledSide", "cli_error_line", "epoch_values", "error_of", "last_value", "make_resnet",
-    "make_tiny_clip", "make_vit", "mlp", "read_metrics", "run_dirs",
+    "load_script", "make_tiny_clip", "make_vit", "mlp", "read_metrics", "run_dirs",
 ]
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def last_value(rows: list[dict[str, str]], key: str) -> float:

@@ -3,30 +3,22 @@ PNGs); ``scripts/bench_pg_noise_mask.py`` prints both steps, their ratio and the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import load_script
 
 TINY_BENCH = ["--backbone", "test_resnet", "--policy-trunk", "test_resnet", "--grid", "8", "--kernel-size", "3",
               "--sigma", "0.75", "--batch-size", "4", "--repeats", "2"]
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 pytestmark = pytest.mark.usefixtures("seeded_single_thread")
 
 
 def test_quick_demo_writes_a_run_folder_with_every_arm(tmp_path, capsys) -> None:
-    demo = load("pg_noise_mask_demo")
+    demo = load_script("pg_noise_mask_demo")
     assert demo.main(["--out", str(tmp_path / "pg"), "--quick", "--no-progress"]) == 0
     out = capsys.readouterr().out
     run = tmp_path / "pg" / "run_000"
@@ -44,7 +36,7 @@ def test_quick_demo_writes_a_run_folder_with_every_arm(tmp_path, capsys) -> None
 
 
 def test_demo_bad_geometry_is_one_line_and_a_failed_run_leaves_no_folder(tmp_path, capsys, monkeypatch) -> None:
-    demo = load("pg_noise_mask_demo")
+    demo = load_script("pg_noise_mask_demo")
     with pytest.raises(SystemExit) as exit_info:
         demo.main(["--out", str(tmp_path / "pg"), "--quick", "--kernel-size", "4"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -62,7 +54,7 @@ def test_demo_bad_geometry_is_one_line_and_a_failed_run_leaves_no_folder(tmp_pat
 
 
 def test_bench_prints_both_steps_the_ratio_and_the_state(capsys) -> None:
-    bench = load("bench_pg_noise_mask")
+    bench = load_script("bench_pg_noise_mask")
     assert bench.main(TINY_BENCH) == 0
     out = capsys.readouterr().out
     assert len(re.findall(r"step: median +[\d.]+ ms", out)) == 2

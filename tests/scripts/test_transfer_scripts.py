@@ -3,19 +3,9 @@ written, and a failed run leaves no folder. Their real runs (table, JSON, chart)
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from tests.conftest import REPO
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from tests.helpers import load_script
 
 pytestmark = pytest.mark.usefixtures("seeded_single_thread")
 
@@ -32,14 +22,14 @@ pytestmark = pytest.mark.usefixtures("seeded_single_thread")
 )
 def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys, name, args, words) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        load(name).main([*args, "--out", str(tmp_path / "demo")])
+        load_script(name).main([*args, "--out", str(tmp_path / "demo")])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith(f"{name}: error: ") and words in err[0]
     assert not (tmp_path / "demo").exists()
 
 
 def test_a_failed_demo_leaves_no_run_folder(tmp_path, monkeypatch) -> None:
-    script = load("hst_transfer")
+    script = load_script("hst_transfer")
 
     def crash(out, **kwargs):
         (out / "hst").mkdir()

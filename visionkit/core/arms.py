@@ -20,10 +20,7 @@ import torch
 
 from visionkit.errors import VisionkitError
 
-__all__ = [
-    "ArmError", "arm_builders", "arm_memory", "check_positive", "chosen_arms", "digits_transfer", "fit_and_test", "run_arms",
-    "seed_arm",
-]
+__all__ = ["ArmError", "arm_builders", "arm_memory", "fit_and_test", "run_arms", "seed_arm"]
 
 #: ``() -> task``: builds one arm's task (a fresh, untrained one on each call).
 TaskBuilder = Callable[[], Any]
@@ -141,58 +138,3 @@ def arm_builders(table: Mapping[str, tuple[str, dict[str, Any]]], arms: Sequence
 
     return {a: builder(a) for a in arms}
 
-
-def digits_transfer(
-    table: Mapping[str, tuple[str, dict[str, Any]]],
-    arms: Sequence[str],
-    out_dir: str | Path,
-    *,
-    epochs: int = 15,
-    seed: int = 0,
-    asset: str = "shapes_test_vit",
-    num_train: int = 500,
-    reference: str = "full",
-    highlight: str = "",
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """The chosen ``arms`` of ``table`` moving a shipped 32 px backbone ``asset`` to scikit-learn's digits.
-
-    Digits upsampled to 32 px, ``num_train`` / 300 / 297 images, batches of 64, the same asset weights for
-    every arm, tested after the last epoch. Memory ratios are to ``table[reference]``, measured for one step
-    whether or not that arm is trained. Writes ``classification.json``/``.png`` into ``out_dir``; one row per arm.
-    """
-    from visionkit.data.datamodules import DigitsDataModule
-    from visionkit.utils.arm_report import write_arm_report
-
-    def make_data() -> DigitsDataModule:
-        return DigitsDataModule(num_train=num_train, num_val=300, num_test=297, batch_size=64, image_size=32, seed=seed)
-
-    common = {"asset": asset, "num_classes": 10, "image_size": 32, "warmup_epochs": 1.0}
-    builders = arm_builders(table, arms, **common)
-    rows = run_arms(builders, make_data, epochs, seed, out_dir, arm_builders(table, [reference], **common)[reference], progress)
-    title = f"{asset} -> digits ({num_train} train images, {epochs} epochs, seed {seed})"
-    write_arm_report(rows, out_dir, "classification", "test_acc", "test accuracy", title, highlight=highlight)
-    return rows
-
-
-def chosen_arms(text: str | None, tables: Mapping[str, Mapping[str, Any]]) -> list[str] | None:
-    """The arms of a comma-separated ``--arms`` value (``None``: not given), each checked against ``tables``.
-
-    Raises:
-        ArmError: an empty list, or an arm in none of ``tables`` (demo name -> arm table).
-    """
-    if text is None:
-        return None
-    arms = [a.strip() for a in text.split(",") if a.strip()]
-    valid = {a for table in tables.values() for a in table}
-    unknown = [a for a in arms if a not in valid]
-    if unknown or not arms:
-        raise ArmError(f"--arms {unknown or text!r} not known; choose from {sorted(valid)}")
-    return arms
-
-
-def check_positive(**flags: int | None) -> None:
-    """Raise :class:`ArmError` for a given (not ``None``) count below 1; keyword ``num_train`` names ``--num-train``."""
-    for name, value in flags.items():
-        if value is not None and value < 1:
-            raise ArmError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")

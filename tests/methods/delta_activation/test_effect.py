@@ -2,7 +2,7 @@
 
 The arm fine-tuned with the delta penalty must have at most half the temporal density of the arm
 fine-tuned from the same step initialisation with weight 0, lose at most 5 points of accuracy, and
-grow its steps. Run with ``pytest -m slow -s`` to see the figures.
+grow its steps. Run with ``pytest -m slow -s -n 0`` to see the figures.
 """
 
 from __future__ import annotations

@@ -4,28 +4,17 @@ Classification: the shapes-pretrained tiny ViT moved to digits; HST must beat th
 Segmentation: the same ViT on SyntheticMultiShapes masks; HST's side pyramid + FPN-lite decoder must beat a
 linear head on the ViT's last layer by 0.05 mIoU. The other arms (full FT, LoRA, UniPT, detached HST, the
 fine-tuned last-layer head) are in ``scripts/hst_transfer.py`` and the method README. Run with
-``pytest -m slow -s`` to see the tables.
+``pytest -m slow -s -n 0`` to see the tables.
 """
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import load_script
 from visionkit.utils.arm_report import markdown_table
 
-
-def _transfer_script():
-    """``scripts/hst_transfer.py`` as a module (the arm tables and the two demos live there)."""
-    spec = importlib.util.spec_from_file_location("hst_transfer", REPO / "scripts" / "hst_transfer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TRANSFER = _transfer_script()
+TRANSFER = load_script("hst_transfer")
 
 # each demo trains two arms for minutes: more room than the suite's 600 s per-test guard
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

@@ -1,5 +1,5 @@
 """Slow effect demos: layer masking vs grey/black fills on the shipped trained tiny ResNet, and the
-LIME entry point's default run (``pytest -m slow -s`` prints the measured curves)."""
+LIME entry point's default run (``pytest -m slow -s -n 0`` prints the measured curves)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Policy-gradient noise-mask effect (slow): a real run of ``scripts/pg_noise_mask_demo.py`` with a fixed seed.
 
 Under the faithful loss the policy's Beta concentrations go to 1 (uniform cells), so the PG-heated and
-the random-mask arms draw the same masks: mean and spatial std within 0.02. Run with ``pytest -m slow -s``.
+the random-mask arms draw the same masks: mean and spatial std within 0.02. Run with ``pytest -m slow -s -n 0``.
 """
 
 from __future__ import annotations
