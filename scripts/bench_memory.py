@@ -28,6 +28,7 @@ from visionkit.memory.benchmark import BenchmarkCase, BenchmarkConfig
 PROG = "bench_memory"
 CLASSIFICATION = "visionkit.tasks.classification.ClassificationTask"
 UNIPT = "visionkit.methods.unipt.task.UniPTTask"
+HST = "visionkit.methods.hst.task.HSTTask"
 
 #: name -> (task class, its own arguments); backbone, image size and classes come from the command line.
 CASES: dict[str, BenchmarkCase] = {
@@ -39,6 +40,13 @@ CASES: dict[str, BenchmarkCase] = {
     "unipt": BenchmarkCase(UNIPT, {"reduction": 2, "variant": "token", "readout": "cls"}),
     #: the same with every token's output computed and averaged (the paper's all-token interaction)
     "unipt_all_tokens": BenchmarkCase(UNIPT, {"reduction": 2, "variant": "token", "readout": "mean"}),
+    #: HST, official semantics (``HSTTask`` defaults): side widths 32/48/64/72, one meta token per ViT block,
+    #: ViT block LayerNorms trained; gradients flow back through the frozen ViT into the meta tokens
+    "hst": BenchmarkCase(HST, {}),
+    #: HST detached (visionkit's memory-saving variant): ViT under no_grad, no meta tokens, ViT norms frozen
+    "hst_detached": BenchmarkCase(HST, {"detached": True}),
+    #: the same with half-width side stages (16/24/32/36)
+    "hst_detached_half": BenchmarkCase(HST, {"detached": True, "scale": 0.5}),
 }
 
 

@@ -45,3 +45,24 @@ def test_bench_script_bad_backbone(capsys):
     assert bench.main(["--backbone", "not_a_model_xyz", "--out-dir", "/nonexistent"]) != 0
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "'not_a_model_xyz' is not a timm model name" in err
+
+
+def test_bench_script_hst_rows(tmp_path, capsys):
+    """The HST cases on test_vit (D=64, 6 blocks) at 32 px: the official row trains exactly the meta tokens
+    (6 x 64) and the ViT blocks' LayerNorms (6 x 2 x 128) on top of the detached row, and keeps the ViT's
+    activations for them; halving the side widths shrinks the detached row further."""
+    bench = load_bench()
+    code = bench.main([
+        "--backbone", "test_vit", "--image-size", "32", "--batch-size", "4", "--warmup", "0",
+        "--backbone-kwargs", '{"patch_size": 4}', "--methods", "hst,hst_detached,hst_detached_half",
+        "--out-dir", str(tmp_path),
+    ])
+    assert code == 0
+    assert "| hst_detached |" in capsys.readouterr().out
+    rows = {r["method"]: r for r in json.loads((tmp_path / "bench_memory.json").read_text())["rows"]}
+    assert list(rows) == ["full", "hst", "hst_detached", "hst_detached_half"]
+    hst, detached, half = rows["hst"], rows["hst_detached"], rows["hst_detached_half"]
+    assert hst["trainable_params"] - detached["trainable_params"] == 6 * 64 + 6 * 2 * 128
+    assert half["trainable_params"] < detached["trainable_params"]
+    assert half["activation_bytes"] < detached["activation_bytes"] < 0.5 * hst["activation_bytes"]
+    assert detached["ratios"]["activation_bytes"] < 0.5
