@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.methods.hst.test_model import official_forward, tiny_vit
+from tests.methods.hst.test_model import literal_attention, official_forward, tiny_vit
 from visionkit.memory import SavedTensorMeter, measure_training_step
 from visionkit.methods.hst import HST, SideBlock
 from visionkit.tuners.lora import LoRATuner
@@ -108,8 +108,8 @@ def test_lean_side_network_has_the_gradients_of_the_official_forward(detached):
 
 
 def plain_side_block(block: SideBlock, x: torch.Tensor, kv: torch.Tensor, vit: torch.Tensor) -> torch.Tensor:
-    """The side block with its modules called one after the other (what the official code does)."""
-    x = x + block.attn(block.norm1(x), kv)
+    """The side block with its modules called one after the other, attention one head at a time (official code)."""
+    x = x + literal_attention(block.attn, block.norm1(x), kv)
     x = x + vit
     return x + block.mlp(block.norm2(x))
 
