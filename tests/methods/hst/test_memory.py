@@ -41,9 +41,9 @@ def activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
 
 def test_official_hst_keeps_at_least_as_much_as_lora_and_detached_far_less():
     """Spec row "tiny ViT D=96 depth 4, 32 px (p=4)": full 1.00, LoRA 0.66, HST 0.84, HST detached 0.23.
-    Measured here (B=16): LoRA 0.663, HST 0.751, detached 0.148; visionkit bridges each ViT block output
+    Measured here (B=16): LoRA 0.663, HST 0.741, detached 0.138; visionkit bridges each ViT block output
     once instead of its meta and patch slices apart, which keeps one copy less per layer, and its side
-    blocks keep 8C instead of 14C numbers per token (0.788 and 0.185 with plain side blocks)."""
+    blocks keep 6C instead of 14C numbers per token (0.788 and 0.185 with plain side blocks)."""
     vit = {"embed_dim": 96, "depth": 4, "num_heads": 3}
     x = torch.rand(16, 3, 32, 32)
     torch.manual_seed(0)
@@ -53,13 +53,13 @@ def test_official_hst_keeps_at_least_as_much_as_lora_and_detached_far_less():
     detached = activation_bytes(HST(tiny_vit(**vit), num_classes=5, detached=True), x)
     ratios = {"lora": lora / full, "hst": hst / full, "detached": detached / full}
     assert hst >= lora, ratios
-    assert ratios["hst"] >= 0.75, ratios
+    assert ratios["hst"] >= 0.70, ratios  # plain side blocks keep 0.788, visionkit's lean ones 0.741 (spec: 0.84)
     assert ratios["detached"] <= 0.30, ratios
 
 
 def test_official_hst_exceeds_full_finetuning_at_224px():
     """ViT-Ti shape (D=192, depth 12, patch 16) at 224 px: the 56x56-token stage 1 dominates (spec 1.62x with
-    bridging first, 1.84x with the official order; measured here 1.261x, 1.489x with resize_first, and
+    bridging first, 1.84x with the official order; measured here 1.159x, 1.388x with resize_first, and
     1.575x, 1.798x with plain side blocks)."""
     vit = {"img_size": 224, "patch_size": 16, "embed_dim": 192, "depth": 12, "num_heads": 3}
     x = torch.rand(2, 3, 224, 224)
@@ -114,10 +114,10 @@ def plain_side_block(block: SideBlock, x: torch.Tensor, kv: torch.Tensor, vit: t
     return x + block.mlp(block.norm2(x))
 
 
-def test_side_block_keeps_8c_numbers_per_token_instead_of_14c():
-    """C=32, 2 heads, K=2 keys, 2 x 1024 tokens: per token the lean block keeps 8C + hK = 260 numbers
-    (ratio 260 / 452 = 0.575 to the plain modules' 14C + hK); weight-sized extras (the folded q and fc1
-    weights, 5 C^2) and the key/value tensors are a few percent on top."""
+def test_side_block_keeps_6c_numbers_per_token_instead_of_14c():
+    """C=32, 2 heads, K=2 keys, 2 x 1024 tokens: per token the lean block keeps 6C + hK = 196 numbers
+    (ratio 196 / 452 = 0.434 to the plain modules' 14C + hK); weight-sized extras (the folded q and fc1
+    weights, 5 C^2), the per-image (C, hK) attention maps and the key/value tensors are a few percent on top."""
     block = SideBlock(32, 2).train()
     x, kv, vit = torch.randn(2, 1024, 32), torch.randn(2, 2, 32), torch.randn(2, 1024, 32)
     kept = {}
@@ -127,7 +127,7 @@ def test_side_block_keeps_8c_numbers_per_token_instead_of_14c():
         out.sum().backward()
         kept[name] = meter.bytes
     per_token = {name: b / (2 * 1024 * 4) for name, b in kept.items()}  # float32 numbers per token
-    assert 260 <= per_token["lean"] < 270, per_token
+    assert 196 <= per_token["lean"] < 206, per_token
     assert 452 <= per_token["plain"] < 462, per_token
 
 

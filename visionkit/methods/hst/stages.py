@@ -7,8 +7,9 @@ and an ``h x w`` patch grid.
 * :class:`Stem` (stage 1) and :class:`Downsample` (stages 2-4) make the stage's side tokens.
 * :class:`SideBlock` is the official ``M_Block``: cross-attention from the side tokens to the
   ``[meta; global]`` pair, the bridged ViT features added unscaled, then an MLP. Its LayerNorms keep
-  only their standardised output (affine folded into the next Linear) and its MLP keeps only the
-  GELU pre-activation, so a block keeps ``8 C + h K`` numbers per side token for backward instead of
+  only their standardised output (affine folded into the next Linear), its attention makes no queries
+  (logits and output through per-image ``(C, h K)`` maps) and its MLP keeps only the GELU
+  pre-activation, so a block keeps ``6 C + h K`` numbers per side token for backward instead of
   ``14 C + h K`` with plain modules; the maths (and the parameters) are the official ones.
 * :func:`bridge_tokens` is the T-Bridge on a ViT layer's patch tokens, resized to the stage map
   (:func:`resize_tokens`), in either order (resize-then-bridge is the official one; bridging first
@@ -228,17 +229,35 @@ class MetaCrossAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor, kv: Tensor, norm: nn.LayerNorm | None = None) -> Tensor:
-        """Attention output ``(B, N, C)``; ``x`` is normalised, or standardised with ``norm``'s affine still
-        to apply (folded into ``q``: see :func:`_fold_norm`)."""
+        """Attention output ``(B, N, C)``; ``x`` is normalised, or standardised with ``norm``'s affine still to apply.
+
+        With more side tokens than ``heads * K``, computed in an equivalent cheaper form: the logits are
+        ``x A_h + c_h`` with ``A_h = scale W_{q,h}^T k_h^T`` ``(C, K)`` per head and image, and the output
+        is ``sum_h attn_h P_h + b_proj`` with ``P_h = v_h W_{proj,h}^T`` ``(K, C)``, so neither the queries
+        nor the heads' concatenated output (``(B, N, C)`` each) are made or kept for backward.
+        """
         b, n, c = x.shape
         k_len, h = kv.shape[1], self.num_heads
-        w_q, b_q = (self.q.weight, self.q.bias) if norm is None else _fold_norm(norm, self.q.weight, self.q.bias)
-        q = F.linear(x, w_q, b_q).reshape(b, n, h, c // h).transpose(1, 2)  # (B, h, N, d)
-        k = self.k(kv).reshape(b, k_len, h, c // h).transpose(1, 2)  # (B, h, K, d)
-        v = self.v(kv).reshape(b, k_len, h, c // h).transpose(1, 2)
-        attn = self.attn_drop(((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1))  # (B, h, N, K)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, c)
-        return self.proj_drop(self.proj(out))
+        d = c // h
+        w_q, b_q = self.q.weight, self.q.bias
+        if norm is not None:
+            w_q, b_q = _fold_norm(norm, w_q, b_q)
+        k = self.k(kv).reshape(b, k_len, h, d)
+        v = self.v(kv).reshape(b, k_len, h, d)
+        if n <= h * k_len:  # few tokens: the per-image (C, h K) maps would outweigh the queries
+            q = F.linear(x, w_q, b_q).reshape(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
+            attn = self.attn_drop(((q @ k.permute(0, 2, 3, 1)) * self.scale).softmax(dim=-1))  # (B, h, N, K)
+            return self.proj_drop(self.proj((attn @ v.transpose(1, 2)).transpose(1, 2).reshape(b, n, c)))
+        keys = torch.einsum("hdc,bjhd->bchj", w_q.reshape(h, d, c), k) * self.scale  # (B, C, h, K)
+        logits = x @ keys.reshape(b, c, h * k_len)  # (B, N, h K)
+        if b_q is not None:
+            logits = logits + torch.einsum("hd,bjhd->bhj", b_q.reshape(h, d), k).reshape(b, 1, h * k_len) * self.scale
+        attn = self.attn_drop(logits.reshape(b, n, h, k_len).softmax(dim=-1))  # (B, N, h, K)
+        values = torch.einsum("bjhd,ohd->bhjo", v, self.proj.weight.reshape(c, h, d))  # (B, h, K, C)
+        out = attn.reshape(b, n, h * k_len) @ values.reshape(b, h * k_len, c)
+        if self.proj.bias is not None:
+            out = out + self.proj.bias
+        return self.proj_drop(out)
 
 
 class SideBlock(nn.Module):
@@ -248,10 +267,11 @@ class SideBlock(nn.Module):
         x = x + vit                                bridged ViT features (B, N, C): no scale, no drop-path
         x = x + DropPath(MLP(LN2(x)))              MLP = Linear(C, rC) -> GELU -> Dropout -> Linear -> Dropout
 
-    Kept for backward per side token (``r = 4``, no dropout): the standardised inputs of LN1 and LN2
-    (their affines are folded into ``q`` and ``fc1``), the queries, the attention ``(h, K)``, the heads'
-    output and the MLP pre-activation: ``8 C + h K`` numbers, against ``14 C + h K`` for the modules called
-    one after the other (each LayerNorm's input and output, and the GELU output next to its input).
+    Kept for backward per side token (``r = 4``, no dropout, more tokens than ``h K``): the standardised
+    inputs of LN1 and LN2 (their affines are folded into ``q`` and ``fc1``), the attention ``(h, K)`` and
+    the MLP pre-activation: ``6 C + h K`` numbers, against ``14 C + h K`` for the modules called one after
+    the other (each LayerNorm's input and output, the queries, the heads' output, the GELU output next to
+    its input).
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0,
