@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -123,14 +121,6 @@ def test_modality_noise_statistics() -> None:
     assert ratio[2] > 3 * ratio[1], f"US speckle: local variance ratio {ratio[2]:.4f} vs MR {ratio[1]:.4f}"
     assert ratio[0] < 0.01, "CT: additive noise about 0.05 on a bright organ"
     assert spread[1] > spread[0] + 0.08, f"MR bias field: corner spread {spread[1]:.3f} vs CT {spread[0]:.3f}"
-
-
-def test_generation_is_fast() -> None:
-    data = SynthRad(360)
-    start = time.perf_counter()
-    for i in range(360):
-        data[i]
-    assert time.perf_counter() - start < 1.0, "1800 images must take under 5 s"
 
 
 def test_plot_returns_figure() -> None:

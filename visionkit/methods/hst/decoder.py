@@ -42,6 +42,8 @@ class PyramidDecoder(nn.Module):
             for _ in in_widths
         )
         self.classifier = nn.Conv2d(width, num_classes, kernel_size=1)
+        nn.init.normal_(self.classifier.weight, std=0.01)  # small initial logits (as mmseg's conv_seg)
+        nn.init.zeros_(self.classifier.bias)
 
     def forward(self, maps: Sequence[Tensor]) -> Tensor:
         """``[(B, C_s, H_s, W_s)]`` finest first -> ``(B, K, H_0, W_0)``."""
