@@ -79,7 +79,8 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path) -> None:
         "trainer:\n  max_epochs: 3\n  callbacks:\n    - class_path: tests.helpers.KillAt\n"
         "      init_args: {epoch: 2, batch: 2}\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # the killed run computes epochs 0-1 in a subprocess and the resumed one epoch 2 here: same thread count
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     killed = subprocess.run(
         [sys.executable, "-m", "visionkit", "fit", "--config", TINY, "--config", str(kill_cfg)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
