@@ -13,11 +13,13 @@ from visionkit.data.datamodules import (
     SyntheticCaptionsDataModule,
     SyntheticMultiShapesDataModule,
     SyntheticShapesDataModule,
+    SyntheticTALDataModule,
 )
 from visionkit.methods.delta_activation import DeltaActivationTask
 from visionkit.methods.hst import HSTSegmentationTask, HSTTask
 from visionkit.methods.layer_masking import LayerMaskingTask
 from visionkit.methods.pg_noise_mask import NoiseMaskTask
+from visionkit.methods.re2tal import Re2TALClassificationTask, Re2TALTask
 from visionkit.methods.unipt import UniPTRetrievalTask, UniPTTask
 from visionkit.tasks import (
     ClassificationTask,
@@ -42,6 +44,8 @@ CASES = {
     "segmentation_full": (SegmentationTask, {"finetune": "full", **VIT}),
     "hst_segmentation": (HSTSegmentationTask, {"backbone_kwargs": {"patch_size": 8}, "scale": 0.5}),
     "pg_noise_mask": (NoiseMaskTask, {"grid": 8, "kernel_size": 3, "sigma": 0.75, "policy_trunk": "test_resnet"}),
+    "re2tal": (Re2TALTask, {"asset": "shapes_test_resnet", "head_width": 16}),
+    "re2tal_classification": (Re2TALClassificationTask, {}),
 }
 
 
@@ -55,6 +59,10 @@ def test_one_bf16_mixed_step_trains_and_validates(case: str, tmp_path) -> None:
     elif issubclass(cls, (VideoClassificationTask, DeltaActivationTask)):
         data = MovingDigitsDataModule(num_frames=4, num_train=8, num_val=8, num_test=8, batch_size=4, image_size=24)
         task = cls(num_classes=10, image_size=24, scheduler="none", **kwargs)
+    elif issubclass(cls, Re2TALTask):
+        data = SyntheticTALDataModule(num_frames=12, min_length=3, max_length=4, max_segments=2,
+                                      num_train=4, num_val=4, num_test=4, batch_size=4)
+        task = cls(num_classes=3, image_size=16, scheduler="none", **kwargs)
     elif issubclass(cls, SegmenterBase):
         data = SyntheticMultiShapesDataModule(num_classes=3, num_train=8, num_val=8, num_test=8, batch_size=8, image_size=32)
         task = cls(num_classes=3, image_size=32, scheduler="none", **kwargs)
