@@ -272,3 +272,40 @@ def test_bad_mode_and_shape_changing_branch_are_one_line_errors() -> None:
     with pytest.raises(RewireError) as exc:
         run(torch.randn(2, 16))
     assert "'branches.1' maps shape (2, 16) to (2, 8)" in error_of(exc)
+
+
+class OwnGeneratorDropout(nn.Module):
+    """Dropout whose mask comes from its own ``torch.Generator``: the RNG replay can't redraw it."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p, self.generator = p, torch.Generator().manual_seed(0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return x
+        keep = torch.rand(x.shape, generator=self.generator, dtype=x.dtype) >= self.p
+        return x * keep / (1 - self.p)
+
+
+def test_a_branch_the_rng_replay_cannot_cover_fails_the_backward_in_one_line() -> None:
+    """Its recompute differs from its forward, so the rebuilt input is wrong: one line, not wrong gradients."""
+    torch.manual_seed(0)
+    run = ReversibleSequence([nn.Sequential(nn.Linear(16, 16), OwnGeneratorDropout()) for _ in range(3)]).train()
+    x = torch.randn(4, 16, requires_grad=True)
+    with pytest.raises(RewireError) as exc:
+        run(x).sum().backward()
+    message = error_of(exc)
+    assert "did not rebuild its input in the backward" in message and "RNG replay can't cover" in message
+    assert "'branches.0' ... 'branches.2'" in message, message
+    run.eval()  # without the random module the same run trains
+    run(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_an_unstable_float32_reconstruction_fails_the_backward() -> None:
+    """Oracle 2's float32 blow-up (12 branches of gain 2, rebuild error ~1e3) raises instead of returning gradients."""
+    torch.manual_seed(0)
+    run = mlp_run(12, dim=64, gain=2.0, dtype=torch.float32)
+    with pytest.raises(RewireError, match="did not rebuild its input"):
+        run(torch.randn(8, 64, requires_grad=True)).sum().backward()

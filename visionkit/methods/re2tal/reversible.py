@@ -38,7 +38,10 @@ What the reversible backward guarantees:
   gradients when ``x`` does not require grad, and gradient hooks (DDP) fire as for any op.
 * Not supported: double backward / ``create_graph=True`` (raises), branches that draw random numbers
   from their own ``torch.Generator`` or outside torch (their masks are not replayed), and branches
-  that modify their input in place.
+  that modify their input in place. The backward checks that it rebuilt the run input (both streams
+  ``z_{-1}``, ``z_0`` equal to ``x`` within :data:`REBUILD_TOLERANCE`) and raises
+  :class:`RewireError` when not, so such a branch fails at the first backward instead of giving wrong
+  gradients.
 
 Reconstruction is a subtraction, so its error grows with depth, branch gain and lower precision
 (float64 rebuilds to ~1e-15 relative with unit-gain branches; float32 to ~1e-6).
@@ -61,6 +64,7 @@ from visionkit.methods.re2tal.errors import RewireError
 
 __all__ = [
     "MODES",
+    "REBUILD_TOLERANCE",
     "AutocastState",
     "Branch",
     "ReversibleFunction",
@@ -69,6 +73,7 @@ __all__ = [
     "autocast_state",
     "capture_rng",
     "check_mode",
+    "check_rebuilt",
     "replayed_rng",
     "reverse_streams",
     "rewired_forward",
@@ -274,8 +279,38 @@ class ReversibleFunction(torch.autograd.Function):
             prev, last = before, prev
             g_prev, g_last = g_last, input_grad
             del out, leaf, grads
+        check_rebuilt(prev, last, ctx.branches)
         grad_x = g_prev + g_last if ctx.needs_input_grad[0] else None
         return (grad_x, None, None, *param_grads)
+
+
+#: Largest relative error ``max|z_{-1} - z_0| / max|z_0|`` of the rebuilt input the backward accepts, by stream
+#: dtype (float64/float32 rebuild unit-gain branches to ~1e-15/~1e-6; bf16/fp16 streams round at ~1e-2).
+REBUILD_TOLERANCE = {torch.float64: 1e-3, torch.float32: 1e-3, torch.bfloat16: 0.1, torch.float16: 0.1}
+
+
+def check_rebuilt(first: Tensor, second: Tensor, branches: Sequence[Branch]) -> None:
+    """Check that the backward rebuilt the run input: both streams ``(z_{-1}, z_0)`` must equal ``x``.
+
+    They differ when a branch draws random numbers the RNG replay does not cover (its own
+    ``torch.Generator``, numpy, Python ``random``), modifies its input in place, or amplifies the
+    subtraction's rounding (large branch gain, low precision). The gradients would then be wrong, so this
+    raises instead.
+
+    Raises:
+        RewireError: the relative error is above :data:`REBUILD_TOLERANCE` for the streams' dtype.
+    """
+    with torch.no_grad():
+        scale = float(second.abs().amax())
+        error = float((first - second).abs().amax()) / (scale if scale > 0 else 1.0)
+    tolerance = REBUILD_TOLERANCE.get(first.dtype, 1e-3)
+    if not error <= tolerance:  # also catches nan
+        names = f"'{branches[0].name}'" + (f" ... '{branches[-1].name}'" if len(branches) > 1 else "")
+        raise RewireError(
+            f"the reversible run {names} did not rebuild its input in the backward (relative error {error:.3g}, "
+            f"tolerance {tolerance:g}): a branch draws random numbers the RNG replay can't cover (its own "
+            "torch.Generator, numpy or Python random), changes its input in place, or amplifies rounding; "
+            "put that module in eval mode or rewire the model with mode='vanilla'")
 
 
 def rewired_forward(x: Tensor, branches: Sequence[Branch], mode: str = "reversible") -> Tensor:
