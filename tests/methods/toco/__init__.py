@@ -33,3 +33,13 @@ def tiny_toco(num_classes: int = 3, **kwargs) -> ToCo:
         "ctc_bottleneck_dim": 8,
     }
     return ToCo(tiny_vit(), num_classes, **{**args, **kwargs})
+
+
+#: ``ToCoTask`` arguments: a ViT at 32 px with 4 px patches (8x8 tokens), width 32, depth 3; small heads; every
+#: loss term from the first step.
+TINY_TASK = {
+    "backbone": "vit_tiny_patch16_224", "num_classes": 3, "image_size": 32, "aux_layer": 1,
+    "backbone_kwargs": {"patch_size": 4, "embed_dim": 32, "depth": 3, "num_heads": 2},
+    "decoder_dim": 16, "decoder_dilation": 2, "ctc_dim": 16, "ctc_hidden_dim": 32, "ctc_bottleneck_dim": 8,
+    "cam_scales": (1.0, 0.5), "num_crops": 2, "crop_size": 8, "par_iterations": 2, "seg_after": -1, "lr": 1e-3,
+}

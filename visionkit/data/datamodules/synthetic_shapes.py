@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from visionkit.data.datamodules.base import VisionDataModule, split_sizes
 from visionkit.data.datasets.synthetic_shapes import SyntheticMultiShapes, SyntheticShapes
@@ -53,6 +53,8 @@ class SyntheticMultiShapesDataModule(SyntheticShapesDataModule):
         min_scale, max_scale: object half-size as a fraction of the image side (smaller shapes than
             :class:`SyntheticShapesDataModule`'s, so several fit).
         max_objects: at most this many shapes (of distinct classes) per image.
+        class_colours: paint each class in its own tint instead of a random colour.
+        background: ``"texture"`` (default) or ``"gratings"`` (see :class:`~visionkit.data.datasets.SyntheticMultiShapes`).
         **kwargs: split sizes and classes of :class:`SyntheticShapesDataModule`, loader arguments of
             :class:`VisionDataModule`.
     """
@@ -61,12 +63,15 @@ class SyntheticMultiShapesDataModule(SyntheticShapesDataModule):
     default_image_size = 64
     task = "multilabel"
 
-    def __init__(self, min_scale: float = 0.12, max_scale: float = 0.22, max_objects: int = 3, **kwargs: Any) -> None:
-        self.max_objects = max_objects
+    def __init__(
+        self, min_scale: float = 0.12, max_scale: float = 0.22, max_objects: int = 3, class_colours: bool = False,
+        background: Literal["texture", "gratings"] = "texture", **kwargs: Any,
+    ) -> None:
+        self.max_objects, self.class_colours, self.background = max_objects, class_colours, background
         super().__init__(min_scale=min_scale, max_scale=max_scale, **kwargs)
 
     def build_dataset(self, split: str) -> SyntheticMultiShapes:
         return SyntheticMultiShapes(
             self.sizes[split], self.image_size, self.num_classes, self.seed + SPLIT_SEED_OFFSET[split],
-            self.min_scale, self.max_scale, self.max_objects,
+            self.min_scale, self.max_scale, self.max_objects, self.class_colours, self.background,
         )

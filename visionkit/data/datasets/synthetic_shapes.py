@@ -15,6 +15,11 @@ from visionkit.data.datasets.base import VisionDataset
 
 #: Shape classes, in label order.
 SHAPES = ["circle", "square", "triangle", "cross", "diamond", "ring", "bar", "frame"]
+#: Per-class tints of ``SyntheticMultiShapes(class_colours=True)``, in label order (RGB in [0, 1]).
+CLASS_COLOURS = [
+    (0.9, 0.1, 0.1), (0.1, 0.8, 0.1), (0.1, 0.2, 0.9), (0.9, 0.85, 0.1),
+    (0.85, 0.1, 0.85), (0.1, 0.85, 0.85), (0.95, 0.5, 0.05), (0.45, 0.1, 0.6),
+]
 
 
 def shape_mask(kind: str, dx: np.ndarray, dy: np.ndarray, s: float) -> np.ndarray:
@@ -60,6 +65,22 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         + coarse[i0 + 1, j0 + 1] * fi * fj
     )
     return np.clip(img + noise + rng.normal(0, 0.02, img.shape), 0, 1)
+
+
+def _gratings(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A mid-grey ``(H, W, 3)`` background with 2 random sinusoidal gratings (frequency U(0.15, 0.6) rad/px,
+    random orientation and phase, per-channel amplitude U(0.05, 0.25)) and Gaussian noise (sigma 0.06), in [0, 1]."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    img = np.full((size, size, 3), 0.5)
+    for _ in range(2):
+        freq, angle, phase = rng.uniform(0.15, 0.6), rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+        wave = np.sin(freq * (np.cos(angle) * xx + np.sin(angle) * yy) + phase)
+        img = img + wave[..., None] * rng.uniform(0.05, 0.25, 3)
+    return np.clip(img + rng.normal(0, 0.06, img.shape), 0, 1)
+
+
+#: Backgrounds of :class:`SyntheticMultiShapes`.
+BACKGROUNDS = {"texture": _background, "gratings": _gratings}
 
 
 def _object_colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
@@ -114,6 +135,10 @@ class SyntheticShapes(VisionDataset):
             raise IndexError(f"index {index} out of range for {type(self).__name__} of length {self.length}")
         return np.random.default_rng([self.seed, index])
 
+    def _colour(self, rng: np.random.Generator, img: np.ndarray, kind: str) -> np.ndarray:
+        """The fill colour of a shape of class ``kind`` painted into ``img``."""
+        return _object_colour(rng, img)
+
     def _draw(self, rng: np.random.Generator, img: np.ndarray, kind: str, avoid: np.ndarray | None = None):
         """Paint one shape into ``img`` in place; returns its boolean mask."""
         size = self.image_size
@@ -124,7 +149,7 @@ class SyntheticShapes(VisionDataset):
             m = shape_mask(kind, xx - cx, yy - cy, s)
             if avoid is None or (m & avoid).sum() < 0.1 * m.sum():
                 break
-        img[m] = _object_colour(rng, img)
+        img[m] = self._colour(rng, img, kind)
         return m
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -145,6 +170,14 @@ class SyntheticMultiShapes(SyntheticShapes):
 
     Items: ``label`` float32 multi-hot ``(K,)``; ``mask`` int64 ``(H, W)`` with 0 for background
     and ``c + 1`` on pixels of class ``c`` (later shapes paint over earlier ones).
+
+    Args:
+        class_colours: paint each class in its own tint (:data:`CLASS_COLOURS` plus N(0, 0.08) jitter per
+            channel and shape) instead of a random colour, so colour as well as shape tells the classes apart;
+            ``False`` (default) gives the same items as before.
+        background: ``"texture"`` (default, as before: a colour gradient, stripes and smooth noise) or
+            ``"gratings"`` (mid grey, two random sinusoidal gratings, pixel noise). With ``class_colours`` the
+            latter is the weakly-supervised segmentation set of the ToCo CPU plan.
     """
 
     def __init__(
@@ -156,17 +189,28 @@ class SyntheticMultiShapes(SyntheticShapes):
         min_scale: float = 0.12,
         max_scale: float = 0.22,
         max_objects: int = 3,
+        class_colours: bool = False,
+        background: str = "texture",
     ) -> None:
         super().__init__(length, image_size, num_classes, seed, min_scale, max_scale)
         if not 1 <= max_objects <= num_classes:
             raise ValueError(f"max_objects must be between 1 and num_classes={num_classes}, got {max_objects}")
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {sorted(BACKGROUNDS)}, got '{background}'")
         self.max_objects = max_objects
+        self.class_colours, self.background = class_colours, background
+
+    def _colour(self, rng: np.random.Generator, img: np.ndarray, kind: str) -> np.ndarray:
+        if not self.class_colours:
+            return super()._colour(rng, img, kind)
+        tint = np.asarray(CLASS_COLOURS[SHAPES.index(kind)])
+        return np.clip(tint + rng.normal(0, 0.08, 3), 0, 1)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = self._rng(index)
         count = int(rng.integers(1, self.max_objects + 1))
         labels = rng.choice(len(self.classes), size=count, replace=False)
-        img = _background(rng, self.image_size)
+        img = BACKGROUNDS[self.background](rng, self.image_size)
         mask = np.zeros((self.image_size, self.image_size), np.int64)
         for c in labels:
             m = self._draw(rng, img, self.classes[c], avoid=mask > 0)

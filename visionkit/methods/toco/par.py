@@ -101,12 +101,13 @@ class PAR(nn.Module):
             images, masks = images.to(dtype), masks.to(dtype)
             masks = F.interpolate(masks, size=images.shape[-2:], mode="bilinear", align_corners=True)
             aff = self.affinity(images)  # (B, N, h, w)
-            pad, step = max(self.dilations), len(_RING)
-            groups = [self.offsets[k : k + step] for k in range(0, len(self.offsets), step)]
+            pad = max(self.dilations)
+            h, w = masks.shape[-2:]
             for _ in range(self.num_iter):
+                padded = F.pad(masks, [pad] * 4, mode="replicate")  # once per step, read at every offset
                 out = torch.zeros_like(masks)
-                for g, offsets in enumerate(groups):  # one dilation ring at a time bounds the memory
-                    weights = aff[:, None, g * step : (g + 1) * step]  # (B, 1, 8, h, w)
-                    out = out + (_shifted(masks, offsets, pad) * weights).sum(dim=2)
+                for n, (dy, dx) in enumerate(self.offsets):  # one neighbour at a time: no (B, K, N, h, w) stack
+                    view = padded[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+                    out = out.addcmul_(view, aff[:, None, n])
                 masks = out
         return masks
