@@ -175,3 +175,25 @@ def test_bad_labels_and_shapes_raise_one_line() -> None:
         SegmentationIoU(3, class_names=["a", "b"])
     with pytest.raises(ValueError, match="num_classes must be a positive int"):
         SegmentationIoU(0)
+
+
+def test_synced_confusion_from_two_ranks_equals_one_process() -> None:
+    """Rank 0's ``compute`` after torchmetrics' sync (a simulated 2-rank all_gather): the summed confusion matrix
+    gives the whole set's mIoU, per-class IoU included; a rank without updates contributes zeros."""
+    preds, target = random_maps(3, num_classes=4)
+    whole = run(preds, target, num_classes=4)
+    for split in (2, 0):
+        rank1 = SegmentationIoU(4)
+        rank1.update(preds[split:], target[split:])
+
+        def gather(tensor: torch.Tensor, group=None, theirs=rank1.confusion) -> list[torch.Tensor]:
+            assert (tensor.shape, tensor.dtype) == (theirs.shape, theirs.dtype)
+            return [tensor, theirs.clone()]
+
+        rank0 = SegmentationIoU(4, dist_sync_fn=gather, distributed_available_fn=lambda: True)
+        if split:
+            rank0.update(preds[:split], target[:split])
+        synced = rank0.compute()
+        assert synced.keys() == whole.keys()
+        for key in whole:
+            torch.testing.assert_close(synced[key], whole[key], equal_nan=True)
