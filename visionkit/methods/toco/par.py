@@ -81,14 +81,23 @@ class PAR(nn.Module):
         return self.w2 * kappa.softmax(dim=0)
 
     def affinity(self, images: Tensor) -> Tensor:
-        """``(B, N, h, w)`` neighbour weights ``a_n`` of ``images`` ``(B, C, h, w)`` (float32 or wider)."""
-        pad = max(self.dilations)
-        neighbours = _shifted(images, self.offsets, pad)  # (B, C, N, h, w)
-        diff = (neighbours - images[:, :, None]).abs()
-        std = neighbours.std(dim=2, keepdim=True)
-        kappa = (-((diff / (std + 1e-8) / self.w1) ** 2)).mean(dim=1)  # (B, N, h, w)
+        """``(B, N, h, w)`` neighbour weights ``a_n`` of ``images`` ``(B, C, h, w)`` (float32 or wider).
+
+        ``kappa_n = mean_c -(|I_n - I| / (std + 1e-8) / w1)^2`` is evaluated as ``sum_c (I_n - I)^2 * s`` with
+        ``s = -1 / (C ((std + 1e-8) w1)^2)`` per pixel and channel, and the unbiased ``std`` over the ``N``
+        neighbours in two passes: the same values up to rounding, a few in-place ops on ``(B, C, N, h*w)``
+        (``Tensor.std`` over a middle dimension is several times slower on CPU).
+        """
+        b, c, h, w = images.shape
+        neighbours = _shifted(images, self.offsets, max(self.dilations)).flatten(3)  # (B, C, N, h*w)
+        n = neighbours.shape[2]
+        dev = neighbours - neighbours.mean(dim=2, keepdim=True)
+        std = dev.square_().sum(dim=2, keepdim=True).div_(n - 1).sqrt_()  # (B, C, 1, h*w)
+        scale = std.add_(1e-8).mul_(self.w1).square_().reciprocal_().mul_(-1.0 / c)
+        diff = neighbours.sub_(images.flatten(2)[:, :, None])  # I_n - I, in place
+        kappa = diff.square_().mul_(scale).sum(dim=1)  # (B, N, h*w)
         pos = self.position_weights(kappa.dtype, kappa.device)
-        return kappa.softmax(dim=1) + pos[None, :, None, None]
+        return kappa.softmax(dim=1).add_(pos[None, :, None]).view(b, n, h, w)
 
     def forward(self, images: Tensor, masks: Tensor) -> Tensor:
         if images.ndim != 4 or masks.ndim != 4 or images.shape[0] != masks.shape[0]:
@@ -100,14 +109,15 @@ class PAR(nn.Module):
             dtype = torch.promote_types(work_dtype(images), work_dtype(masks))
             images, masks = images.to(dtype), masks.to(dtype)
             masks = F.interpolate(masks, size=images.shape[-2:], mode="bilinear", align_corners=True)
-            aff = self.affinity(images)  # (B, N, h, w)
+            aff = self.affinity(images)[:, None].unbind(2)  # N x (B, 1, h, w)
             pad = max(self.dilations)
             h, w = masks.shape[-2:]
+            views = [(slice(pad + dy, pad + dy + h), slice(pad + dx, pad + dx + w)) for dy, dx in self.offsets]
             for _ in range(self.num_iter):
                 padded = F.pad(masks, [pad] * 4, mode="replicate")  # once per step, read at every offset
-                out = torch.zeros_like(masks)
-                for n, (dy, dx) in enumerate(self.offsets):  # one neighbour at a time: no (B, K, N, h, w) stack
-                    view = padded[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w]
-                    out = out.addcmul_(view, aff[:, None, n])
+                (rows, cols), *rest = views
+                out = torch.mul(padded[..., rows, cols], aff[0])
+                for (rows, cols), a in zip(rest, aff[1:], strict=True):  # one neighbour at a time: no
+                    out.addcmul_(padded[..., rows, cols], a)  # (B, K, N, h, w) stack; cache-sized operands
                 masks = out
         return masks

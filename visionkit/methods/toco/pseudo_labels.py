@@ -90,8 +90,11 @@ def refine_pseudo_labels(
         refined = par(F.interpolate(images, size=small, mode="bilinear", align_corners=False), masks)
         refined = F.interpolate(refined, size=(h, w), mode="bilinear", align_corners=False)
     class_of_slot = torch.cat([order.new_zeros(b, 1), order + 1], dim=1)  # slot 0 = background
-    pick_h = refined[:, : k + 1].argmax(dim=1).flatten(1)
-    pick_l = refined[:, k + 1 :].argmax(dim=1).flatten(1)
+    # arg-max over channels in a channels-last copy: the same indices (first maximum), but a reduction over
+    # contiguous rows (over the strided channel dim it is ~8x slower on CPU)
+    last = refined.permute(0, 2, 3, 1).contiguous()
+    pick_h = last[..., : k + 1].argmax(dim=-1).flatten(1)
+    pick_l = last[..., k + 1 :].argmax(dim=-1).flatten(1)
     label_h = class_of_slot.gather(1, pick_h).view(b, h, w)
     label_l = class_of_slot.gather(1, pick_l).view(b, h, w)
     out = torch.where(label_h == 0, torch.where(label_l == 0, 0, ignore_index), label_h)
