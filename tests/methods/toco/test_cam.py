@@ -165,3 +165,83 @@ def test_errors_name_the_bad_input():
         multi_scale_cam(lambda x: x, torch.rand(1, 3, 8, 8), (0.01,))
     with pytest.raises(ToCoError):
         box_mask(torch.zeros(2, 3), (4, 4))
+
+
+def counting_cams(model, monkeypatch) -> list[int]:
+    """Patch ``model.cams`` to record the batch size of every call."""
+    sizes, cams = [], model.cams
+    monkeypatch.setattr(model, "cams", lambda x: sizes.append(x.shape[0]) or cams(x))
+    return sizes
+
+
+def test_cams_reuse_the_forward_tokens_at_scale_1_when_the_encoder_is_deterministic(monkeypatch):
+    model = tiny_toco().double().train()  # timm's default drop rates are 0: deterministic in train mode too
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert model.deterministic_encoder()
+    out = model(x)  # with grad, as the training forward
+    with torch.no_grad():
+        ref = model.multi_scale_cams(x, (1.0, 0.5))
+    sizes = counting_cams(model, monkeypatch)
+    reused = model.multi_scale_cams(x, (1.0, 0.5), out)
+    assert sizes == [2, 4]  # scale 1.0: only the flipped images; scale 0.5: both halves
+    for a, b in zip(reused, ref, strict=True):
+        assert not a.requires_grad
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kwargs", [{"drop_path_rate": 0.1}, {"drop_rate": 0.1}, {"attn_drop_rate": 0.1}])
+def test_a_stochastic_encoder_in_train_mode_gets_its_own_cam_pass(monkeypatch, kwargs):
+    from tests.methods.toco import tiny_vit
+    from visionkit.methods.toco import ToCo
+
+    model = ToCo(tiny_vit(**kwargs), 3, decoder_dim=8, ctc_dim=8, ctc_hidden_dim=8, ctc_bottleneck_dim=8).train()
+    assert not model.deterministic_encoder()
+    x = torch.randn(2, 3, 32, 32)
+    out = model(x)
+    sizes = counting_cams(model, monkeypatch)
+    model.multi_scale_cams(x, (1.0,), out)
+    assert sizes == [4]  # the forward's tokens are not reused: dropout draws differ between passes
+    assert model.eval().deterministic_encoder()  # eval mode: dropout is off
+    sizes.clear()
+    model.multi_scale_cams(x, (1.0,), model(x))
+    assert sizes == [2]
+
+
+def test_a_train_mode_batch_norm_is_not_deterministic():
+    model = tiny_toco().train()
+    assert model.deterministic_encoder()
+    model.backbone.norm_pre = torch.nn.BatchNorm1d(65)  # batch statistics: an image's tokens depend on the batch
+    assert not model.deterministic_encoder()
+
+
+def test_the_training_step_with_reused_tokens_gives_the_same_loss_and_gradients(monkeypatch):
+    import copy
+
+    from tests.methods.toco import TINY_TASK
+    from visionkit.methods.toco import ToCoTask
+
+    task = ToCoTask(**{**TINY_TASK, "cam_scales": (1.0,), "contrast_after": -1}).train()
+    gen = torch.Generator().manual_seed(0)
+    batch = {"image": torch.rand(4, 3, 32, 32, generator=gen),
+             "label": torch.tensor([[1.0, 0, 0], [0, 1, 1], [1, 0, 1], [0, 0, 1]])}
+    state = copy.deepcopy(task.state_dict())
+
+    def step() -> tuple[dict, dict]:
+        task.load_state_dict(state)
+        task.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same crops and second view
+        out = task.compute_loss(batch, "train")
+        out["loss"].backward()
+        return out, {n: p.grad.clone() for n, p in task.named_parameters() if p.grad is not None}
+
+    sizes = counting_cams(task.model, monkeypatch)
+    reused, grads = step()
+    assert sizes == [4] and set(reused) >= {"ptc", "ctc", "seg"}  # the flipped half only
+    monkeypatch.setattr(task.model, "deterministic_encoder", lambda: False)
+    separate, ref_grads = step()
+    assert sizes == [4, 8]
+    for key in ("loss", "cls", "aux_cls", "ptc", "ctc", "seg"):
+        torch.testing.assert_close(reused[key], separate[key], rtol=1e-5, atol=1e-6)
+    assert grads.keys() == ref_grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)

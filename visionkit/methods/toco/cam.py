@@ -60,6 +60,7 @@ def multi_scale_cam(
     cam_fn: Callable[[Tensor], Tensor | Sequence[Tensor]],
     images: Tensor,
     scales: Sequence[float] = DEFAULT_SCALES,
+    known: Sequence[Tensor] | None = None,
 ) -> tuple[Tensor, ...]:
     """Flip-fused, multi-scale, min-max normalised CAMs at the input resolution.
 
@@ -68,6 +69,10 @@ def multi_scale_cam(
             :meth:`ToCo.cams <visionkit.methods.toco.ToCo.cams>`, which returns ``(cam, cam_aux)``).
         images: ``(B, 3, H, W)``.
         scales: resize factors (official ``(1.0, 0.5, 1.5)``).
+        known: the raw CAM(s) ``cam_fn(images)`` already at hand (``(B, C, h', w')`` each, in ``cam_fn``'s
+            order, e.g. from the training forward): at the scale that keeps the input size only the
+            flipped images go through ``cam_fn``. The caller vouches that ``cam_fn`` gives each image the
+            same maps alone as in that batch (no dropout, drop-path or batch statistics).
 
     Returns:
         one ``(B, C, H, W)`` map in ``[0, 1)`` per CAM of ``cam_fn``, in its order (float32 or wider).
@@ -89,13 +94,20 @@ def multi_scale_cam(
             if size == (h, w)
             else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         )
-        out = cam_fn(torch.cat([x, x.flip(-1)], dim=0))
-        maps = [out] if isinstance(out, Tensor) else list(out)
+        if known is not None and size == (h, w):
+            out = cam_fn(x.flip(-1))
+            pairs = list(zip(known, [out] if isinstance(out, Tensor) else out, strict=True))
+        else:
+            out = cam_fn(torch.cat([x, x.flip(-1)], dim=0))
+            pairs = [(m[:b], m[b:]) for m in ([out] if isinstance(out, Tensor) else out)]
         with full_precision(images):
             fused = []
-            for m in maps:
-                up = F.interpolate(m.to(work_dtype(m)), size=(h, w), mode="bilinear", align_corners=False)
-                fused.append(torch.maximum(up[:b], up[b:].flip(-1)).relu())
+            for plain, flipped in pairs:
+                up, up_flip = (
+                    F.interpolate(m.to(work_dtype(m)), size=(h, w), mode="bilinear", align_corners=False)
+                    for m in (plain, flipped)
+                )
+                fused.append(torch.maximum(up, up_flip.flip(-1)).relu())
         sums = fused if sums is None else [a + f for a, f in zip(sums, fused, strict=True)]
     return tuple(normalise_cam(a) for a in sums)
 

@@ -179,10 +179,42 @@ class ToCo(nn.Module):
         features, aux, _ = self.encode(x)
         return F.conv2d(features, self.classifier.weight), F.conv2d(aux, self.aux_classifier.weight)
 
-    def multi_scale_cams(self, x: Tensor, scales: Sequence[float] = DEFAULT_SCALES) -> tuple[Tensor, Tensor]:
-        """Normalised multi-scale CAMs ``(A_hat, A_hat^m)``, each ``(B, C, H, W)`` in [0, 1), no grad."""
-        cam, cam_aux = multi_scale_cam(self.cams, x, scales)
+    def multi_scale_cams(
+        self, x: Tensor, scales: Sequence[float] = DEFAULT_SCALES, out: ToCoOutput | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Normalised multi-scale CAMs ``(A_hat, A_hat^m)``, each ``(B, C, H, W)`` in [0, 1), no grad.
+
+        ``out``: this model's forward of the same ``x`` (e.g. the training forward). When
+        :meth:`deterministic_encoder` holds, its (detached) tokens give the un-flipped CAMs at scale 1.0, so
+        only the flipped images go through the encoder there: the same maps up to float rounding (a batch
+        of ``B`` instead of ``2B``), half the scale-1 encoder work. Otherwise ``out`` is ignored.
+        """
+        known = None
+        if out is not None and self.deterministic_encoder():
+            features, aux = out.features.detach(), out.aux_features.detach()
+            known = (F.conv2d(features, self.classifier.weight), F.conv2d(aux, self.aux_classifier.weight))
+        cam, cam_aux = multi_scale_cam(self.cams, x, scales, known)
         return cam, cam_aux
+
+    def deterministic_encoder(self) -> bool:
+        """Whether an encoder pass in the current mode gives each image's tokens independently of the RNG and
+        of the rest of its batch, so a forward's tokens equal those of a separate no-grad pass.
+
+        False when any backbone module in training mode is a dropout-like layer (class name containing
+        ``Drop``: ``Dropout``, timm's ``DropPath``, ``PatchDropout``, ...) with a positive rate, or one
+        without a rate attribute to read, or a batch norm (batch statistics; running-stat updates). The
+        official ViT has all drop rates at 0, so this holds in training too; in eval mode it always holds.
+        """
+        for module in self.backbone.modules():
+            if not module.training:
+                continue
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                return False
+            if "Drop" in type(module).__name__:
+                rates = [getattr(module, a) for a in ("p", "drop_prob", "prob", "drop_rate") if hasattr(module, a)]
+                if not rates or any(not isinstance(r, int | float) or r > 0 for r in rates):
+                    return False
+        return True
 
     def class_tokens(self, x: Tensor) -> Tensor:
         """Summary tokens ``(..., D)`` of images ``(..., C, H, W)`` (any leading batch dims)."""

@@ -270,7 +270,7 @@ class ToCoTask(SegmenterBase):
         use_seg = step > hp.seg_after and hp.seg_weight > 0
         if not (use_ptc or use_ctc or use_seg):
             return {"loss": loss, **logged}
-        cam, cam_aux = self.model.multi_scale_cams(x, hp.cam_scales)
+        cam, cam_aux = self.model.multi_scale_cams(x, hp.cam_scales, out)  # reuses out's tokens when exact
         img_box = batch.get("img_box")
         if use_ptc:
             tokens = token_labels(
@@ -305,7 +305,7 @@ class ToCoTask(SegmenterBase):
         mask = batch.get("mask")
         size = tuple(mask.shape[-2:]) if isinstance(mask, Tensor) else tuple(images.shape[-2:])
         scores = _resize(out.seg, size)
-        cam, cam_aux = (_resize(c, size) for c in self.model.multi_scale_cams(x, hp.cam_scales))
+        cam, cam_aux = (_resize(c, size) for c in self.model.multi_scale_cams(x, hp.cam_scales, out))
         cam_label = cam_to_label(cam, labels, background=hp.background, allow_unlabelled=True)
         pseudo = self._pseudo_labels(_resize(images, size), self._pseudo_source(cam, cam_aux), labels)
         result.update(scores=scores, cam_heat=(cam * labels[:, :, None, None]).amax(1), pseudo=pseudo)
