@@ -10,12 +10,14 @@ heads. Arms, each seeded alike:
 * ``toco``: ``ptc`` continued with the segmentation term on PAR pseudo labels (and CTC when ``ctc_weight > 0``).
 
 :func:`naive_baselines` scores the all-background and image-label broadcast predictions on the same split;
-:func:`benchmark_step` times one ToCo training step against one plain classification step of the same ViT.
+:func:`benchmark_step` times one ToCo training step against one plain classification step of the same ViT;
+:func:`benchmark` runs it in the issue's setting (``scripts/bench_toco_step.py``).
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,11 +27,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from visionkit.methods.toco.errors import ToCoError
 from visionkit.methods.toco.task import ToCoTask
 
 __all__ = [
-    "SHAPES_HEADS", "SHAPES_VIT", "InMemory", "benchmark_step", "evaluate", "naive_baselines", "shapes_data",
-    "shapes_task", "train_steps",
+    "BENCHMARK_TERMS", "SHAPES_HEADS", "SHAPES_VIT", "InMemory", "benchmark", "benchmark_step", "evaluate",
+    "naive_baselines", "shapes_data", "shapes_task", "train_steps",
 ]
 
 #: the spec's CPU ViT (§7): 64 px images, 8 px patches (8x8 tokens), width 96, depth 4, 4 heads, aux block 2.
@@ -125,20 +128,37 @@ def naive_baselines(dataset: Dataset, num_classes: int) -> dict[str, float]:
     return {"all_background": float(background.compute()["miou"]), "label_broadcast": float(broadcast.compute()["miou"])}
 
 
-def _seconds(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
+def _sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _side_by_side(fns: dict[str, Callable[[], Any]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of each function over ``repeats`` rounds, the functions alternating within a round (after
+    one warm-up call each), so a change in machine load hits them alike."""
+    for fn in fns.values():
         fn()
-    return (time.perf_counter() - start) / repeats
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def benchmark_step(task: ToCoTask, batch: dict[str, Tensor], repeats: int = 5) -> dict[str, float]:
     """Seconds of one training step (forward, backward, AdamW step), side by side on the same ViT and batch.
 
     ``plain``: the ViT's own classifier with a multi-label soft-margin loss; ``toco``: the task's training step with
-    every term on; ``cam``, ``pseudo_labels`` (PAR), ``ctc_views`` (second view + local crops through the encoder):
-    the no-grad or extra work inside it. ``ratio`` = toco / plain. The task's weights are restored afterwards.
+    every term on (the two alternate, medians over ``repeats``); ``cam``, ``pseudo_labels`` (PAR),
+    ``ctc_views`` (second view + local crops through the encoder, forward and backward): the no-grad or extra
+    work inside it, each as the step does it (``cam`` reuses the forward's tokens when
+    :meth:`~visionkit.methods.toco.ToCo.deterministic_encoder` holds). ``ratio`` = toco / plain. The task's
+    weights are restored afterwards.
     """
     import torch.nn.functional as F
 
@@ -146,8 +166,9 @@ def benchmark_step(task: ToCoTask, batch: dict[str, Tensor], repeats: int = 5) -
 
     hp, model = task.hparams, task.model
     images, labels = batch["image"], batch["label"].float()
+    device = images.device
     x = task.normalize(images)
-    head = torch.nn.Linear(model.classifier.in_channels, hp.num_classes)
+    head = torch.nn.Linear(model.classifier.in_channels, hp.num_classes).to(device)
     plain_params = [*model.backbone.parameters(), *head.parameters()]
     plain_opt = torch.optim.AdamW([p for p in plain_params if p.requires_grad], lr=1e-9)
     toco_opt = torch.optim.AdamW([{**g, "lr": 1e-9} for g in task.optimizer_groups()], lr=1e-9)
@@ -168,11 +189,14 @@ def benchmark_step(task: ToCoTask, batch: dict[str, Tensor], repeats: int = 5) -
     hp.seg_after, hp.contrast_after = -1, -1
     try:
         task.train()
-        out = {"plain": _seconds(plain, repeats), "toco": _seconds(toco, repeats)}
+        out = _side_by_side({"plain": plain, "toco": toco}, repeats, device)
         with torch.no_grad():
-            cam, cam_aux = model.multi_scale_cams(x, hp.cam_scales)
-            out["cam"] = _seconds(lambda: model.multi_scale_cams(x, hp.cam_scales), repeats)
-            out["pseudo_labels"] = _seconds(lambda: task._pseudo_labels(images, cam, labels), repeats)
+            forward = model(x)
+            cam, cam_aux = model.multi_scale_cams(x, hp.cam_scales, forward)
+            out.update(_side_by_side({
+                "cam": lambda: model.multi_scale_cams(x, hp.cam_scales, forward),
+                "pseudo_labels": lambda: task._pseudo_labels(images, cam, labels),
+            }, repeats, device))
         roi = roi_mask(cam_aux, labels, hp.low, hp.high, allow_unlabelled=True)
 
         def views() -> None:
@@ -180,10 +204,39 @@ def benchmark_step(task: ToCoTask, batch: dict[str, Tensor], repeats: int = 5) -
             view = random_resized_crop(x, tuple(x.shape[-2:]), scale=tuple(hp.second_view_scale))
             (model.class_tokens(view).sum() + model.class_tokens(crops.crops).sum()).backward()
 
-        out["ctc_views"] = _seconds(views, repeats)
+        out.update(_side_by_side({"ctc_views": views}, repeats, device))
     finally:
         hp.seg_after, hp.contrast_after = saved
         task.zero_grad(set_to_none=True)
         task.load_state_dict(state)
     out["ratio"] = out["toco"] / out["plain"]
     return out
+
+
+#: the issue's benchmark setting: every term on (PTC 0.5, CTC 0.5 with 4 crops of 16 px, seg 0.5 with PAR
+#: dilations 1, 2, 4, 8) on :data:`SHAPES_VIT` at 64 px.
+BENCHMARK_TERMS: dict[str, Any] = {
+    "ptc_weight": 0.5, "ctc_weight": 0.5, "seg_weight": 0.5, "par_dilations": (1, 2, 4, 8),
+}
+
+
+def benchmark(batch_size: int = 16, repeats: int = 5, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """:func:`benchmark_step` in the issue's setting (:data:`BENCHMARK_TERMS`, one batch of ``batch_size`` synthetic
+    64 px shapes, the task seeded with ``seed``) on ``device``: its figures (seconds; ``ratio``) and ``setting``."""
+    if batch_size < 1 or repeats < 1:
+        raise ToCoError(f"benchmark needs batch_size >= 1 and repeats >= 1, got {batch_size} and {repeats}")
+    dev = torch.device(device)
+    data = shapes_data(num_train=batch_size, num_test=1, batch_size=batch_size, seed=seed)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    batch = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    torch.manual_seed(seed)
+    task = shapes_task(**BENCHMARK_TERMS).to(dev)
+    figures = benchmark_step(task, batch, repeats)
+    setting = {
+        "batch_size": batch_size, "image_size": SHAPES_VIT["image_size"], "repeats": repeats, "device": str(dev),
+        "threads": torch.get_num_threads(), "seed": seed, "vit": SHAPES_VIT["backbone_kwargs"],
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in BENCHMARK_TERMS.items()},
+        "num_crops": SHAPES_HEADS["num_crops"], "crop_size": SHAPES_HEADS["crop_size"],
+    }
+    return {**figures, "setting": setting}
