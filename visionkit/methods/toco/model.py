@@ -20,7 +20,10 @@ trains it, timm's default); the ViT's classifier is removed. CTC reuses the clas
 global views for the teacher (detached) instead of running the encoder a second time on them: the
 same numbers when the encoder is deterministic (official drop rates are 0), one encoder pass less;
 the first global view is the main input, so the forward's ``class_token`` can serve as its student
-token too (:meth:`ToCo.contrast`), which saves another.
+token too (:meth:`ToCo.contrast`), which saves another. Likewise the multi-scale CAM's un-flipped half at
+scale 1.0 is read off the training forward's tokens (:meth:`ToCo.multi_scale_cams` with ``out``) when
+:meth:`ToCo.deterministic_encoder` holds (no active dropout, drop-path or batch norm); otherwise it gets its
+own pass.
 """
 
 from __future__ import annotations

@@ -122,7 +122,8 @@ class PAR(nn.Module):
         with full_precision(images):
             dtype = torch.promote_types(work_dtype(images), work_dtype(masks))
             images, masks = images.to(dtype), masks.to(dtype)
-            masks = F.interpolate(masks, size=images.shape[-2:], mode="bilinear", align_corners=True)
+            if masks.shape[-2:] != images.shape[-2:]:  # at the same size this resize is the identity
+                masks = F.interpolate(masks, size=images.shape[-2:], mode="bilinear", align_corners=True)
             aff = self.affinity(images)[:, None].unbind(2)  # N x (B, 1, h, w)
             pad = max(self.dilations)
             h, w = masks.shape[-2:]
