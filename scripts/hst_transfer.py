@@ -59,10 +59,10 @@ def classification_transfer(out_dir: str | Path, arms: Sequence[str] = tuple(CLA
 
 def segmentation_transfer(out_dir: str | Path, arms: Sequence[str] = tuple(SEGMENTATION_ARMS), epochs: int = 15,
                           seed: int = 0, asset: str = "shapes_test_vit", num_train: int = 1000,
-                          progress: bool = True) -> list[dict[str, Any]]:
+                          progress: bool = True, batch_size: int = 32) -> list[dict[str, Any]]:
     """The shapes-pretrained tiny ViT on SyntheticMultiShapes masks (64 px: the ViT's 8 px patches on an 8x8 grid,
     its position embedding resampled; 4 classes + background, up to 3 shapes per image; ``num_train`` / 300 / 300
-    images, batches of 32), one row per arm; memory ratios to ``full_last``
+    images, batches of ``batch_size``), one row per arm; memory ratios to ``full_last``
     (measured whether or not it is trained). Writes ``segmentation.json``/``.png``.
     """
     from visionkit.core.arms import arm_builders, run_arms
@@ -71,13 +71,14 @@ def segmentation_transfer(out_dir: str | Path, arms: Sequence[str] = tuple(SEGME
 
     def make_data() -> SyntheticMultiShapesDataModule:
         return SyntheticMultiShapesDataModule(num_classes=4, num_train=num_train, num_val=300, num_test=300,
-                                              batch_size=32, image_size=64, seed=seed)
+                                              batch_size=batch_size, image_size=64, seed=seed)
 
     common = {"asset": asset, "num_classes": 4, "image_size": 64, "warmup_epochs": 1.0}
     builders = arm_builders(SEGMENTATION_ARMS, arms, **common)
     reference = arm_builders(SEGMENTATION_ARMS, ["full_last"], **common)["full_last"]
     rows = run_arms(builders, make_data, epochs, seed, out_dir, reference, progress)
-    title = f"{asset} -> SyntheticMultiShapes masks ({num_train} train images, {epochs} epochs, seed {seed})"
+    title = (f"{asset} -> SyntheticMultiShapes masks ({num_train} train images, batch {batch_size}, {epochs} epochs, "
+             f"seed {seed})")
     write_arm_report(rows, out_dir, "segmentation", "test_miou", "test mIoU", title, highlight="hst")
     return rows
 
