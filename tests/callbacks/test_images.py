@@ -22,6 +22,7 @@ DDP_RUNS = {
 
 
 @pytest.mark.slow  # two processes each: about 40 s on 2 CPU cores
+@pytest.mark.xdist_group("ddp")  # 2-process runs one at a time (.ci/run: --dist loadgroup)
 @pytest.mark.parametrize("case", list(DDP_RUNS))
 def test_chart_callbacks_finish_a_two_process_ddp_run(case, tmp_path) -> None:
     """``trainer.log_dir`` is a collective under DDP: a chart callback that asked for it on rank 0 only hung."""

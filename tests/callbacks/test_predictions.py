@@ -164,6 +164,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.slow  # two processes: about 25 s on 2 CPU cores
+@pytest.mark.xdist_group("ddp")  # 2-process runs one at a time (.ci/run: --dist loadgroup)
 def test_ddp_two_ranks_write_one_file(tmp_path: Path, folders: tuple[Path, list[Path]]) -> None:
     root, new = folders
     script = tmp_path / "ddp_predict.py"

@@ -111,6 +111,7 @@ def test_moving_digits_config_reaches_90_percent() -> None:
 
 
 @pytest.mark.slow  # two processes: about 50 s on 2 CPU cores
+@pytest.mark.xdist_group("ddp")  # 2-process runs one at a time (.ci/run: --dist loadgroup)
 def test_ddp_two_processes_train_on_disjoint_epoch_tagged_shards(tmp_path: Path) -> None:
     """Under DDP the (index, epoch)-tagged sampler is a DistributedSampler: Lightning keeps it, each rank
     sees half of the clips, and validation metrics are logged once per epoch."""
