@@ -107,9 +107,15 @@ def multi_scale_cam(
                     F.interpolate(m.to(work_dtype(m)), size=(h, w), mode="bilinear", align_corners=False)
                     for m in (plain, flipped)
                 )
-                fused.append(torch.maximum(up, up_flip.flip(-1)).relu())
-        sums = fused if sums is None else [a + f for a, f in zip(sums, fused, strict=True)]
-    return tuple(normalise_cam(a) for a in sums)
+                fused.append(torch.maximum(up, up_flip.flip(-1), out=up).relu_())  # up: a fresh tensor
+        sums = fused if sums is None else [a.add_(f) for a, f in zip(sums, fused, strict=True)]
+    return tuple(_normalise_(a) for a in sums)
+
+
+def _normalise_(cam: Tensor, eps: float = 1e-5) -> Tensor:
+    """:func:`normalise_cam` in place (the same arithmetic), for the fused maps ``multi_scale_cam`` owns."""
+    cam.sub_(cam.amin(dim=(-2, -1), keepdim=True))
+    return cam.div_(cam.amax(dim=(-2, -1), keepdim=True).add_(eps))
 
 
 def check_labels(labels: Tensor, cam: Tensor, allow_unlabelled: bool = False, what: str = "cam") -> None:
