@@ -73,7 +73,7 @@ def refine_pseudo_labels(
         dtype = torch.promote_types(work_dtype(images), work_dtype(cam))
         images, cam = images.to(dtype), cam.to(dtype)
         if quantise:
-            images = torch.floor(images.clamp(0, 1) * 255) / 255
+            images = images.clamp(0, 1).mul_(255).floor_().div_(255)  # floor(255 x) / 255 on a fresh copy
         present = labels > 0
         k = int(present.sum(dim=1).max())
         order = torch.sort((~present).to(torch.uint8), dim=1, stable=True).indices[
