@@ -1,0 +1,68 @@
+"""DirectDrag (Liao et al., 2025) and DragDiffusion drag editing on diffusers components: the pure parts.
+
+Building blocks so far (spec ``shared/specs/directdrag.md``): ``DirectDragConfig`` (every
+hyper-parameter, DXD script defaults, ``DirectDragConfig.dragdiffusion()`` preset); DDIM bookkeeping,
+inversion and denoising on diffusers' ``DDIMScheduler`` (``make_scheduler``, ``inversion_plan``,
+``inversion_step``, ``ddim_step``, ``ddim_invert``, ``ddim_denoise``); points and drag losses
+(``xy_to_grid``/``grid_to_xy``, ``bilinear_patch``, ``motion_supervision_loss``, ``track_points``);
+the auto soft mask (``soft_mask``, ``latent_mask``, ``mask_regulariser``; the official transposed
+orientation behind ``transposed=True``); KV injection (``MutualSelfAttentionProcessor``,
+``kv_injection``). The editor, LoRA, readout head, warpage and Lightning modules are not written yet.
+"""
+
+from visionkit.methods.directdrag.config import DirectDragConfig
+from visionkit.methods.directdrag.ddim import (
+    SD_SCHEDULER_CONFIG,
+    InversionPlan,
+    ddim_denoise,
+    ddim_invert,
+    ddim_step,
+    inversion_plan,
+    inversion_step,
+    make_scheduler,
+)
+from visionkit.methods.directdrag.errors import DirectDragError
+from visionkit.methods.directdrag.kv_injection import (
+    MutualSelfAttentionProcessor,
+    install_kv_injection,
+    kv_injection,
+    self_attention_names,
+)
+from visionkit.methods.directdrag.mask import latent_mask, mask_regulariser, path_map, soft_mask
+from visionkit.methods.directdrag.sampling import (
+    bilinear_patch,
+    grid_size,
+    grid_to_xy,
+    motion_supervision_loss,
+    split_points,
+    track_points,
+    xy_to_grid,
+)
+
+__all__ = [
+    "SD_SCHEDULER_CONFIG",
+    "DirectDragConfig",
+    "DirectDragError",
+    "InversionPlan",
+    "MutualSelfAttentionProcessor",
+    "bilinear_patch",
+    "ddim_denoise",
+    "ddim_invert",
+    "ddim_step",
+    "grid_size",
+    "grid_to_xy",
+    "install_kv_injection",
+    "inversion_plan",
+    "inversion_step",
+    "kv_injection",
+    "latent_mask",
+    "make_scheduler",
+    "mask_regulariser",
+    "motion_supervision_loss",
+    "path_map",
+    "self_attention_names",
+    "soft_mask",
+    "split_points",
+    "track_points",
+    "xy_to_grid",
+]
