@@ -10,7 +10,7 @@ soft mask, no readout guidance or warpage, KV injection on every denoising step.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from visionkit.errors import check_choice
@@ -66,7 +66,6 @@ class DirectDragConfig:
     seed: int = 0
     # DragDiffusion-only: Adam steps of its single drag phase at t*
     n_pix_step: int = 80
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_choice("motion_reference", self.motion_reference, ("initial", "current"), DirectDragError)
