@@ -6,8 +6,8 @@ inversion and denoising on diffusers' ``DDIMScheduler`` (``make_scheduler``, ``i
 ``inversion_step``, ``ddim_step``, ``ddim_invert``, ``ddim_denoise``); points and drag losses
 (``xy_to_grid``/``grid_to_xy``, ``bilinear_patch``, ``motion_supervision_loss``, ``track_points``);
 the auto soft mask (``soft_mask``, ``latent_mask``, ``mask_regulariser``; the official transposed
-orientation behind ``transposed=True``); KV injection (``MutualSelfAttentionProcessor``,
-``kv_injection``). The editor, LoRA, readout head, warpage and Lightning modules are not written yet.
+orientation behind ``transposed=True``); the latent warpage function (``latent_warpage``); KV injection (``MutualSelfAttentionProcessor``,
+``kv_injection``). The editor, feature hooks, LoRA, readout head and Lightning modules are not written yet.
 """
 
 from visionkit.methods.directdrag.config import DirectDragConfig
@@ -38,6 +38,7 @@ from visionkit.methods.directdrag.sampling import (
     track_points,
     xy_to_grid,
 )
+from visionkit.methods.directdrag.warp import displacement_field, latent_warpage
 
 __all__ = [
     "SD_SCHEDULER_CONFIG",
@@ -49,6 +50,7 @@ __all__ = [
     "ddim_denoise",
     "ddim_invert",
     "ddim_step",
+    "displacement_field",
     "grid_size",
     "grid_to_xy",
     "install_kv_injection",
@@ -56,6 +58,7 @@ __all__ = [
     "inversion_step",
     "kv_injection",
     "latent_mask",
+    "latent_warpage",
     "make_scheduler",
     "mask_regulariser",
     "motion_supervision_loss",
