@@ -6,8 +6,9 @@ inversion and denoising on diffusers' ``DDIMScheduler`` (``make_scheduler``, ``i
 ``inversion_step``, ``ddim_step``, ``ddim_invert``, ``ddim_denoise``); points and drag losses
 (``xy_to_grid``/``grid_to_xy``, ``bilinear_patch``, ``motion_supervision_loss``, ``track_points``);
 the auto soft mask (``soft_mask``, ``latent_mask``, ``mask_regulariser``; the official transposed
-orientation behind ``transposed=True``); the latent warpage function (``latent_warpage``); KV injection (``MutualSelfAttentionProcessor``,
-``kv_injection``). The editor, feature hooks, LoRA, readout head and Lightning modules are not written yet.
+orientation behind ``transposed=True``); the latent warpage function (``latent_warpage``); feature hooks (``capture_features``: F and φ
+from one UNet call); KV injection (``MutualSelfAttentionProcessor``,
+``kv_injection``). The editor, LoRA, readout head and Lightning modules are not written yet.
 """
 
 from visionkit.methods.directdrag.config import DirectDragConfig
@@ -22,6 +23,13 @@ from visionkit.methods.directdrag.ddim import (
     make_scheduler,
 )
 from visionkit.methods.directdrag.errors import DirectDragError
+from visionkit.methods.directdrag.features import (
+    FeatureStore,
+    capture_features,
+    default_feature_idx,
+    motion_features,
+    readout_stack,
+)
 from visionkit.methods.directdrag.kv_injection import (
     MutualSelfAttentionProcessor,
     install_kv_injection,
@@ -44,12 +52,15 @@ __all__ = [
     "SD_SCHEDULER_CONFIG",
     "DirectDragConfig",
     "DirectDragError",
+    "FeatureStore",
     "InversionPlan",
     "MutualSelfAttentionProcessor",
     "bilinear_patch",
+    "capture_features",
     "ddim_denoise",
     "ddim_invert",
     "ddim_step",
+    "default_feature_idx",
     "displacement_field",
     "grid_size",
     "grid_to_xy",
@@ -61,8 +72,10 @@ __all__ = [
     "latent_warpage",
     "make_scheduler",
     "mask_regulariser",
+    "motion_features",
     "motion_supervision_loss",
     "path_map",
+    "readout_stack",
     "self_attention_names",
     "soft_mask",
     "split_points",
