@@ -6,9 +6,10 @@ inversion and denoising on diffusers' ``DDIMScheduler`` (``make_scheduler``, ``i
 ``inversion_step``, ``ddim_step``, ``ddim_invert``, ``ddim_denoise``); points and drag losses
 (``xy_to_grid``/``grid_to_xy``, ``bilinear_patch``, ``motion_supervision_loss``, ``track_points``);
 the auto soft mask (``soft_mask``, ``latent_mask``, ``mask_regulariser``; the official transposed
-orientation behind ``transposed=True``); the latent warpage function (``latent_warpage``); feature hooks (``capture_features``: F and φ
-from one UNet call); KV injection (``MutualSelfAttentionProcessor``,
-``kv_injection``). The editor, LoRA, readout head and Lightning modules are not written yet.
+orientation behind ``transposed=True``); the latent warpage function (``latent_warpage``); feature
+hooks (``capture_features``: F and φ from one UNet call); KV injection
+(``MutualSelfAttentionProcessor``, ``kv_injection``); the readout head and RG loss (``ReadoutHead``,
+``rg_loss``). The editor, LoRA and Lightning modules are not written yet (see README.md).
 """
 
 from visionkit.methods.directdrag.config import DirectDragConfig
@@ -37,6 +38,7 @@ from visionkit.methods.directdrag.kv_injection import (
     self_attention_names,
 )
 from visionkit.methods.directdrag.mask import latent_mask, mask_regulariser, path_map, soft_mask
+from visionkit.methods.directdrag.readout import BottleneckBlock, ReadoutHead, rg_loss
 from visionkit.methods.directdrag.sampling import (
     bilinear_patch,
     grid_size,
@@ -50,11 +52,13 @@ from visionkit.methods.directdrag.warp import displacement_field, latent_warpage
 
 __all__ = [
     "SD_SCHEDULER_CONFIG",
+    "BottleneckBlock",
     "DirectDragConfig",
     "DirectDragError",
     "FeatureStore",
     "InversionPlan",
     "MutualSelfAttentionProcessor",
+    "ReadoutHead",
     "bilinear_patch",
     "capture_features",
     "ddim_denoise",
@@ -76,6 +80,7 @@ __all__ = [
     "motion_supervision_loss",
     "path_map",
     "readout_stack",
+    "rg_loss",
     "self_attention_names",
     "soft_mask",
     "split_points",
