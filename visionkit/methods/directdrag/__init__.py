@@ -9,7 +9,8 @@ the auto soft mask (``soft_mask``, ``latent_mask``, ``mask_regulariser``; the of
 orientation behind ``transposed=True``); the latent warpage function (``latent_warpage``); feature
 hooks (``capture_features``: F and φ from one UNet call); KV injection
 (``MutualSelfAttentionProcessor``, ``kv_injection``); the readout head and RG loss (``ReadoutHead``,
-``rg_loss``). The editor, LoRA and Lightning modules are not written yet (see README.md).
+``rg_loss``); per-image LoRA with PEFT (``add_lora``, ``train_lora``). The editor and the Lightning
+modules are not written yet (see README.md).
 """
 
 from visionkit.methods.directdrag.config import DirectDragConfig
@@ -37,6 +38,7 @@ from visionkit.methods.directdrag.kv_injection import (
     kv_injection,
     self_attention_names,
 )
+from visionkit.methods.directdrag.lora import LORA_TARGETS, add_lora, lora_parameters, train_lora
 from visionkit.methods.directdrag.mask import latent_mask, mask_regulariser, path_map, soft_mask
 from visionkit.methods.directdrag.readout import BottleneckBlock, ReadoutHead, rg_loss
 from visionkit.methods.directdrag.sampling import (
@@ -51,6 +53,7 @@ from visionkit.methods.directdrag.sampling import (
 from visionkit.methods.directdrag.warp import displacement_field, latent_warpage
 
 __all__ = [
+    "LORA_TARGETS",
     "SD_SCHEDULER_CONFIG",
     "BottleneckBlock",
     "DirectDragConfig",
@@ -59,6 +62,7 @@ __all__ = [
     "InversionPlan",
     "MutualSelfAttentionProcessor",
     "ReadoutHead",
+    "add_lora",
     "bilinear_patch",
     "capture_features",
     "ddim_denoise",
@@ -74,6 +78,7 @@ __all__ = [
     "kv_injection",
     "latent_mask",
     "latent_warpage",
+    "lora_parameters",
     "make_scheduler",
     "mask_regulariser",
     "motion_features",
@@ -85,5 +90,6 @@ __all__ = [
     "soft_mask",
     "split_points",
     "track_points",
+    "train_lora",
     "xy_to_grid",
 ]
