@@ -9,7 +9,7 @@ the auto soft mask (``soft_mask``, ``latent_mask``, ``mask_regulariser``; the of
 orientation behind ``transposed=True``); the latent warpage function (``latent_warpage``); feature
 hooks (``capture_features``: F and φ from one UNet call); KV injection
 (``MutualSelfAttentionProcessor``, ``kv_injection``); the readout head and RG loss (``ReadoutHead``,
-``rg_loss``); per-image LoRA with PEFT (``add_lora``, ``train_lora``). The editor and the Lightning
+``rg_loss``); per-image LoRA with PEFT (``add_lora``, ``train_lora``); VAE encode/decode (``encode_image``, ``decode_latents``). The editor and the Lightning
 modules are not written yet (see README.md).
 """
 
@@ -38,6 +38,7 @@ from visionkit.methods.directdrag.kv_injection import (
     kv_injection,
     self_attention_names,
 )
+from visionkit.methods.directdrag.latents import decode_latents, encode_image, fit_max_side
 from visionkit.methods.directdrag.lora import LORA_TARGETS, add_lora, lora_parameters, train_lora
 from visionkit.methods.directdrag.mask import latent_mask, mask_regulariser, path_map, soft_mask
 from visionkit.methods.directdrag.readout import BottleneckBlock, ReadoutHead, rg_loss
@@ -66,10 +67,13 @@ __all__ = [
     "bilinear_patch",
     "capture_features",
     "ddim_denoise",
+    "decode_latents",
     "ddim_invert",
     "ddim_step",
     "default_feature_idx",
     "displacement_field",
+    "encode_image",
+    "fit_max_side",
     "grid_size",
     "grid_to_xy",
     "install_kv_injection",
