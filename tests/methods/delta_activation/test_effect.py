@@ -7,25 +7,17 @@ grow its steps. Run with ``pytest -m slow -s -n 0`` to see the figures.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import load_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-def _demo():
-    spec = importlib.util.spec_from_file_location("delta_activation_demo", REPO / "scripts" / "delta_activation_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sparsity_loss_halves_temporal_density_within_five_points(tmp_path) -> None:
-    demo = _demo()
+    demo = load_script("delta_activation_demo")
     assert demo.main(["--out", str(tmp_path), "--no-progress"]) == 0
     (run,) = tmp_path.glob("run_*")
     base, w0, dal = json.loads((run / "delta_demo.json").read_text())

@@ -9,25 +9,17 @@ beats frozen features under the same head in mAP@0.5. Budget: about 1-2 minutes 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import load_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def _demo():
-    spec = importlib.util.spec_from_file_location("re2tal_demo", REPO / "scripts" / "re2tal_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_rewiring_drops_a_short_reversible_finetune_recovers_and_end_to_end_tal_beats_frozen(tmp_path) -> None:
-    assert _demo().main(["--out", str(tmp_path), "--no-progress"]) == 0
+    assert load_script("re2tal_demo").main(["--out", str(tmp_path), "--no-progress"]) == 0
     (run,) = tmp_path.glob("run_*")
     result = json.loads((run / "re2tal_demo.json").read_text())
     print(json.dumps(result, indent=1))

@@ -11,25 +11,17 @@ Budget: <= 150 s on 2 idle CPU cores. Run with ``pytest -m slow -s -n 0`` to see
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import load_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def _demo():
-    spec = importlib.util.spec_from_file_location("toco_demo", REPO / "scripts" / "toco_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_ptc_sharpens_the_final_cam_and_the_seg_head_beats_all_background(tmp_path) -> None:
-    demo = _demo()
+    demo = load_script("toco_demo")
     args = demo.parse_args(["--out", str(tmp_path), "--no-progress"])
     rows = demo.run_seed(args, 0, tmp_path)
     print(json.dumps(rows, indent=1))
