@@ -119,3 +119,23 @@ def test_processor_is_softmax_of_edit_queries_against_reference_keys() -> None:
         MutualSelfAttentionProcessor()(attn, x[:1])
     with pytest.raises(DirectDragError):
         MutualSelfAttentionProcessor()(attn, x, encoder_hidden_states=x)
+
+
+def test_injection_keeps_lora_deltas_in_q_k_v() -> None:
+    """With a (non-zero) PEFT LoRA, identical branches still equal the plain LoRA'd pass, which differs
+    from the base UNet: q, k and v go through the adapted projections."""
+    from visionkit.methods.directdrag.lora import add_lora
+
+    unet = tiny_unet()
+    z = latents(4)
+    base = run(unet, torch.cat([z, z]))
+    add_lora(unet, rank=2)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name and "attn1" in name:
+                p.copy_(0.5 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    plain = run(unet, torch.cat([z, z]))
+    with kv_injection(unet, 0):
+        injected = run(unet, torch.cat([z, z]))
+    assert (plain - base).abs().max() > 1e-3
+    assert (injected - plain).abs().max() < 1e-6

@@ -193,5 +193,9 @@ def test_bad_points_are_one_line_errors() -> None:
         split_points([[1, 2], [3, 4], [5, 6]])
     assert "even count" in error_of(info)
     with pytest.raises(DirectDragError) as info:
+        split_points([1, 2, 3])
+    assert "(x, y) pair" in error_of(info)
+    assert split_points([])[0].shape == (0, 2)
+    with pytest.raises(DirectDragError) as info:
         xy_to_grid(torch.tensor([[600.0, 10.0]]), (512, 512), (256, 256))
     assert "outside the 512x512 image" in error_of(info)

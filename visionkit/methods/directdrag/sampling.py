@@ -41,12 +41,16 @@ def grid_size(height: int, width: int) -> tuple[int, int]:
 
 def split_points(points: Sequence[Sequence[float]]) -> tuple[Tensor, Tensor]:
     """A flat ``[h1, t1, h2, t2, ...]`` list of ``(x, y)`` pairs -> handles, targets, each (K, 2) ``(x, y)``."""
-    pts = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2) if len(points) else torch.zeros(0, 2)
-    if len(points) % 2:
+    pts = torch.as_tensor(points, dtype=torch.float32)
+    if pts.numel() == 0:
+        pts = pts.reshape(0, 2)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise DirectDragError(f"every point must be an (x, y) pair, got an array of shape {tuple(pts.shape)}")
+    if len(pts) % 2:
         raise DirectDragError(
-            f"points must alternate handle and target (an even count), got {len(points)} points"
+            f"points must alternate handle and target (an even count), got {len(pts)} points"
         )
-    return pts[0::2].float(), pts[1::2].float()
+    return pts[0::2], pts[1::2]
 
 
 def xy_to_grid(xy: Tensor, image_size: tuple[int, int], grid: tuple[int, int]) -> Tensor:
