@@ -29,6 +29,7 @@ def test_tiny_run_writes_every_part(bench, capsys, tmp_path) -> None:
     assert set(bench.PARTS) <= set(result) and all(result[k] > 0 for k in bench.PARTS)
     assert result["ratio"] == pytest.approx(result["toco"] / result["plain"])
     assert result["setting"]["batch_size"] == 2 and result["setting"]["par_dilations"] == [1, 2, 4, 8]
+    assert result["setting"]["setting"] == "shapes" and result["setting"]["image_size"] == 64
     assert result["target"] == 3.0 and result["target_met"] == (result["ratio"] <= 3.0)
     assert "| plain ms | toco ms | toco / plain | cam ms | pseudo_labels ms | ctc_views ms |" in out
     assert ("target <= 3x: met" in out) == result["target_met"]
@@ -38,6 +39,8 @@ def test_tiny_run_writes_every_part(bench, capsys, tmp_path) -> None:
     (["--batch-size", "0"], "batch-size, repeats and threads must be positive, got 0, 5 and 1"),
     (["--repeats", "0"], "batch-size, repeats and threads must be positive, got 16, 0 and 1"),
     (["--device", "nonsense"], "--device 'nonsense' is not usable here"),
+    (["--setting", "coco"], "argument --setting: invalid choice: 'coco'"),
+    (["--setting", "voc", "--repeats", "0"], "batch-size, repeats and threads must be positive, got 2, 0 and 1"),
 ])
 def test_bad_input_is_a_usage_error_and_writes_nothing(bench, capsys, tmp_path, extra, message) -> None:
     with pytest.raises(SystemExit) as info:
